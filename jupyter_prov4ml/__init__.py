@@ -1,0 +1,37 @@
+"""jupyter_prov4ml: W3C PROV provenance of machine-learning work in Jupyter notebooks.
+
+Load it in a notebook with ``%load_ext jupyter_prov4ml``. Importing this package is cheap:
+everything heavy is imported when the extension loads, and prov/graphviz only when needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+# The attribute on the shell where the loaded extension lives: IPython's extension manager
+# calls these functions with only the shell, so the shell is where our one object is kept.
+_SHELL_ATTR = "_jupyter_prov4ml"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Called by ``%load_ext jupyter_prov4ml``; loading twice is harmless."""
+    if getattr(ipython, _SHELL_ATTR, None) is not None:
+        return
+    from ._extension import ProvExtension
+
+    extension = ProvExtension(ipython)
+    extension.load()
+    setattr(ipython, _SHELL_ATTR, extension)
+    print(extension.banner())
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Called by ``%unload_ext jupyter_prov4ml``: stop recording, write what is pending."""
+    extension = getattr(ipython, _SHELL_ATTR, None)
+    if extension is None:
+        return
+    setattr(ipython, _SHELL_ATTR, None)
+    extension.unload()

@@ -1,0 +1,214 @@
+"""ProvExtension: the one object that owns the extension's state in a kernel.
+
+It owns the recorder, the store writer and the host/GPU probes, registers the magics and
+cell hooks on load, and removes exactly those on unload.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import os
+import secrets
+import sys
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from IPython.display import display
+
+from .graph import ProvGraph
+from .identity import notebook_path
+from .notices import Notices
+from .probes.gpu import open_gpu_probe
+from .probes.host import HostReader, host_facts
+from .records import SessionInfo
+from .provrun import CapturedRun, RunSummary
+from .recorder import Recorder
+from .store import Store, resolve_store_root
+from .writer import StoreWriter
+
+# After this many consecutive failures inside our own hook, recording turns itself off
+# rather than costing the user a warning on every cell.
+MAX_HOOK_FAILURES = 3
+GRAPH_TIMEOUT_S = 60.0
+_SOFTWARE = ("jupyter_prov4ml", "ipython", "ipykernel", "prov", "psutil", "nvidia-ml-py")
+
+
+def new_session_id() -> str:
+    """Sortable and unique across kernels sharing a store: time, then 48 random bits."""
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def package_versions(names: tuple[str, ...] = _SOFTWARE) -> tuple[tuple[str, str], ...]:
+    found = [("python", sys.version.split()[0])]
+    for name in names:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
+
+
+class ProvExtension:
+    """Everything `%load_ext jupyter_prov4ml` sets up in one kernel."""
+
+    def __init__(self, shell: Any, environ: Mapping[str, str] | None = None) -> None:
+        environ = os.environ if environ is None else environ
+        self.shell = shell
+        self.notices = Notices()
+        self.host = host_facts()
+        self.host_reader = HostReader()
+        self.gpu = open_gpu_probe()
+        self.notebook_path = notebook_path(getattr(shell, "user_ns", {}))
+        self.session = SessionInfo(
+            session_id=new_session_id(),
+            user=_user_name(),
+            started_at_unix_s=time.time(),
+            software=package_versions(),
+            hostname=self.host.hostname,
+            platform=self.host.platform,
+            cpu_model=self.host.cpu_model,
+            cpu_count_logical=self.host.cpu_count_logical,
+            memory_total_bytes=self.host.memory_total_bytes,
+            gpus=tuple(info.name for info in self.gpu.devices),
+            notebook_path=self.notebook_path,
+        )
+        self.store = Store(resolve_store_root(environ, Path.cwd()))
+        self.writer = StoreWriter(self.store, self.session, self.notices)
+        self.recorder = Recorder(self.session.session_id, self.writer, self.notebook_path)
+        self._hook_failures = 0
+        self._begin_ok = True
+        self._magics: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        from .magics import ProvMagics
+
+        self.writer.start()
+        self._magics = ProvMagics(self.shell, self)
+        self.shell.register_magics(self._magics)
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        atexit.register(self.close_writer)
+
+    def unload(self) -> None:
+        """Undo exactly what `load` did, after writing what is pending."""
+        for event, callback in (
+            ("pre_run_cell", self.pre_run_cell),
+            ("post_run_cell", self.post_run_cell),
+        ):
+            if callback in self.shell.events.callbacks[event]:
+                self.shell.events.unregister(event, callback)
+        if self._magics is not None:
+            _unregister_magics(self.shell, self._magics)
+            self._magics = None
+        atexit.unregister(self.close_writer)
+        self.close_writer()
+        self.gpu.close()
+
+    def close_writer(self) -> None:
+        self.writer.close()
+        self.notices.flush_to_stderr()
+
+    def banner(self) -> str:
+        gpus = self.gpu.describe()
+        return (
+            f"jupyter_prov4ml: recording to {self.store.root} · "
+            f"CPU: {self.host.describe()} · GPU: {gpus}"
+        )
+
+    def set_store(self, root: Path) -> None:
+        """Switch to another store: what is pending goes to the old one first."""
+        self.writer.close()
+        self.store = Store(root)
+        self.writer = StoreWriter(self.store, self.session, self.notices)
+        self.recorder.rebind(self.writer)
+        self.writer.start()
+
+    # -- display -----------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        pending = self.writer.pending_count
+        return (
+            f"jupyter_prov4ml: session {self.session.session_id}, store {self.store.root}"
+            + (f", {pending} records waiting to be written" if pending else "")
+        )
+
+    def show_run(self, captured: CapturedRun, graph: bool) -> None:
+        """Display a finished %%provrun: its summary, then (optionally) its graph."""
+        display(RunSummary(captured.run))
+        if not graph:
+            return
+        try:
+            document = captured.document.result(timeout=GRAPH_TIMEOUT_S)
+            display(ProvGraph.of(document, title=captured.run.name))
+        except (FutureTimeout, CancelledError):
+            self.notices.warn("graph", "the provenance graph took too long to build; skipped")
+        # A graph is a nicety: whatever goes wrong building it must not fail the user's cell.
+        except Exception as error:  # noqa: BLE001
+            self.notices.warn("graph", f"could not draw the provenance graph ({error!r})")
+        self.notices.flush_to_stderr()
+
+    def show_stored(self, run_ref: str) -> None:
+        from .provmodel import stored_document
+
+        stored = self.store.find(run_ref)
+        display(RunSummary(stored.run))
+        display(ProvGraph.of(stored_document(stored), title=stored.run.name))
+
+    # -- cell hooks: the hot path ------------------------------------------------------------
+
+    def pre_run_cell(self, info: Any) -> None:
+        try:
+            self.recorder.begin(info)
+            self._begin_ok = True
+        except Exception as error:  # noqa: BLE001 - IPython would print a traceback per cell
+            self._begin_ok = False
+            self._hook_failed(error)
+
+    def post_run_cell(self, result: Any) -> None:
+        try:
+            self.recorder.end(result)
+            if self._begin_ok:
+                self._hook_failures = 0
+        except Exception as error:  # noqa: BLE001 - see pre_run_cell
+            self._hook_failed(error)
+        if self.notices.has_pending():
+            self.notices.flush_to_stderr()
+
+    def _hook_failed(self, error: Exception) -> None:
+        self._hook_failures += 1
+        self.recorder.reset_depth()
+        if self._hook_failures >= MAX_HOOK_FAILURES:
+            self.notices.warn("hooks-off", f"cell recording turned off after errors ({error!r})")
+            for event, callback in (
+                ("pre_run_cell", self.pre_run_cell),
+                ("post_run_cell", self.post_run_cell),
+            ):
+                if callback in self.shell.events.callbacks[event]:
+                    self.shell.events.unregister(event, callback)
+        else:
+            self.notices.warn("hook", f"a cell was not recorded ({error!r})")
+
+
+def _unregister_magics(shell: Any, magics: Any) -> None:
+    """IPython has no public unregister; remove the names this object registered."""
+    manager = shell.magics_manager
+    for kind, names in magics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)
+    manager.registry.pop(type(magics).__name__, None)
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

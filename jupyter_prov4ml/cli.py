@@ -1,0 +1,146 @@
+"""`jupyter-prov4ml`: run notebooks headlessly and read a store from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .graph import DotUnavailable
+from .store import Store, resolve_store_root
+
+EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg")
+
+
+def _store(args: argparse.Namespace) -> Store:
+    if args.store:
+        return Store(Path(args.store).expanduser().resolve())
+    return Store(resolve_store_root(os.environ, Path.cwd()))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_notebook
+
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        print(f"jupyter-prov4ml: no such notebook: {notebook}", file=sys.stderr)
+        return 2
+    store = Path(args.store) if args.store else None
+    outcome = run_notebook(
+        notebook,
+        output=Path(args.output) if args.output else None,
+        store=store,
+        kernel_name=args.kernel,
+        timeout_s=args.timeout,
+        allow_errors=args.allow_errors,
+    )
+    print(f"executed notebook: {outcome.executed_path}")
+    root = store.resolve() if store else resolve_store_root(os.environ, notebook.resolve().parent)
+    print(f"provenance store: {root}")
+    if outcome.error:
+        print(f"jupyter-prov4ml: a cell failed: {outcome.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .listing import RunTable, run_row
+
+    stored = _store(args).runs()
+    if args.kind:
+        stored = [s for s in stored if s.run.kind == args.kind]
+    rows = [run_row(s) for s in stored]
+    if args.last is not None:
+        rows = rows[-args.last :] if args.last > 0 else []
+    print(json.dumps(rows, indent=1) if args.json else repr(RunTable(rows)))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .listing import run_row
+
+    stored = _store(args).find(args.run_id)
+    row = run_row(stored)
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        print(f"{key:>{width}}: {value}")
+    for data_file in stored.run.data_files:
+        print(f"{'data file':>{width}}: {data_file.relpath} ({data_file.size_bytes} bytes)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import provmodel
+
+    stored = _store(args).find(args.run_id)
+    document = provmodel.stored_document(stored)
+    if args.format in ("dot", "svg"):
+        from .graph import dot_source, render_svg
+
+        text = dot_source(document, title=stored.run.name)
+        if args.format == "svg":
+            text = render_svg(text)
+    else:
+        text = provmodel.serialize(document, args.format)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jupyter-prov4ml", description="Provenance of ML notebooks as W3C PROV."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_store(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--store", help="store folder (default: $JUPYTER_PROV4ML_STORE or ./prov4ml)"
+        )
+        return p
+
+    run = with_store(sub.add_parser("run", help="execute a notebook headlessly in a real kernel"))
+    run.add_argument("notebook")
+    run.add_argument("-o", "--output", help="executed notebook (default: NAME.executed.ipynb)")
+    run.add_argument("--kernel", help="kernel name (default: the notebook's)")
+    run.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    run.add_argument("--allow-errors", action="store_true", help="keep going after a failure")
+    run.set_defaults(func=cmd_run)
+
+    lst = with_store(sub.add_parser("list", help="list recorded runs"))
+    lst.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    lst.add_argument("--kind", choices=("cell", "provrun"), help="only runs of this kind")
+    lst.add_argument("--last", type=int, metavar="N", help="only the last N runs")
+    lst.set_defaults(func=cmd_list)
+
+    show = with_store(sub.add_parser("show", help="details of one run"))
+    show.add_argument("run_id", help="a run id, or a unique end of one")
+    show.set_defaults(func=cmd_show)
+
+    export = with_store(sub.add_parser("export", help="a run's provenance in a PROV format"))
+    export.add_argument("run_id", help="a run id, or a unique end of one")
+    export.add_argument("--format", "-f", choices=EXPORT_FORMATS, default="json")
+    export.add_argument("-o", "--output", help="write here instead of stdout")
+    export.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LookupError as error:
+        print(f"jupyter-prov4ml: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    except DotUnavailable as error:
+        print(f"jupyter-prov4ml: {error}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

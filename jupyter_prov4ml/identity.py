@@ -1,0 +1,66 @@
+"""Who a cell is: the SHA-256 of its source plus what the front end sent about it.
+
+Read on every cell, so this must stay on the light path: hashing and attribute reads only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from .records import CellRef
+
+
+def source_sha256(source: str) -> str:
+    """SHA-256 hex digest of a cell's source, as saved in the notebook (UTF-8)."""
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def front_end_cell_id(info: Any) -> str | None:
+    """The cell id the front end sent (`ExecutionInfo.cell_id`), or None.
+
+    IPython < 8.? and clients such as plain nbclient send none; newer IPython may also carry it
+    only in `cell_meta`, so both are read defensively.
+    """
+    cell_id = getattr(info, "cell_id", None)
+    if cell_id:
+        return str(cell_id)
+    meta = getattr(info, "cell_meta", None)
+    if isinstance(meta, dict):
+        meta_id = meta.get("cellId")
+        if meta_id:
+            return str(meta_id)
+    return None
+
+
+def notebook_path(user_ns: dict[str, Any]) -> str | None:
+    """Path of the notebook this kernel serves, when a front end told the kernel.
+
+    VS Code sets `__vsc_ipynb_file__`; jupyter_server and our headless runner set
+    `JPY_SESSION_NAME` in the kernel's environment; ipykernel copies it to `__session__`.
+    """
+    for candidate in (
+        user_ns.get("__vsc_ipynb_file__"),
+        os.environ.get("JPY_SESSION_NAME"),
+        user_ns.get("__session__"),
+    ):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def cell_ref(
+    source: str,
+    cell_id: str | None,
+    execution_count: int | None,
+    path: str | None,
+) -> CellRef:
+    """A CellRef for `source`."""
+    return CellRef(
+        sha256=source_sha256(source),
+        source=source,
+        cell_id=cell_id,
+        execution_count=execution_count,
+        notebook_path=path,
+    )

@@ -1,0 +1,132 @@
+"""The journal: one JSON line per event (session start, run open, run close), append-only.
+
+It is the store's source of truth for what ran; PROV documents are derived from it, so a
+killed kernel leaves provenance that the CLI can still list and export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .records import (
+    CellRef,
+    CellRun,
+    DataFile,
+    HostSummary,
+    Param,
+    SeriesSummary,
+    SessionInfo,
+)
+
+
+def encode_line(event: str, payload: dict[str, Any]) -> str:
+    return json.dumps({"event": event, **payload}, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def run_to_dict(run: CellRun) -> dict[str, Any]:
+    return _jsonable(dataclasses.asdict(run))
+
+
+def run_from_dict(data: dict[str, Any]) -> CellRun:
+    host = data.get("host")
+    return CellRun(
+        run_id=data["run_id"],
+        session_id=data["session_id"],
+        kind=data["kind"],
+        cell=CellRef(**data["cell"]),
+        started_at_unix_s=data["started_at_unix_s"],
+        ended_at_unix_s=data["ended_at_unix_s"],
+        wall_time_s=data["wall_time_s"],
+        cpu_time_s=data["cpu_time_s"],
+        status=data["status"],
+        error_type=data.get("error_type"),
+        name=data.get("name"),
+        params=tuple(Param(**p) for p in data.get("params", ())),
+        host=_host_from_dict(host) if host else None,
+        data_files=tuple(DataFile(**f) for f in data.get("data_files", ())),
+    )
+
+
+def session_to_dict(info: SessionInfo) -> dict[str, Any]:
+    return _jsonable(dataclasses.asdict(info))
+
+
+def session_from_dict(data: dict[str, Any]) -> SessionInfo:
+    fields = {f.name for f in dataclasses.fields(SessionInfo)}
+    values = {k: v for k, v in data.items() if k in fields}
+    values["software"] = tuple(tuple(pair) for pair in values.get("software", ()))
+    values["gpus"] = tuple(values.get("gpus", ()))
+    return SessionInfo(**values)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JournalState:
+    """What one session's journal says: its session info, closed runs, and runs still open."""
+
+    session: SessionInfo | None
+    closed: dict[str, tuple[CellRun, str | None]]
+    open: dict[str, dict[str, Any]]
+    bad_lines: int
+
+
+def read_journal(path: Path) -> JournalState:
+    """Parse a journal, skipping lines that are truncated or not ours (counted in bad_lines)."""
+    session: SessionInfo | None = None
+    closed: dict[str, tuple[CellRun, str | None]] = {}
+    opened: dict[str, dict[str, Any]] = {}
+    bad = 0
+    for line in _lines(path):
+        try:
+            entry = json.loads(line)
+            event = entry["event"]
+            if event == "session":
+                session = session_from_dict(entry["session"])
+            elif event == "open":
+                opened[entry["run_id"]] = entry
+            elif event == "close":
+                run = run_from_dict(entry["run"])
+                closed[run.run_id] = (run, entry.get("prov_path"))
+                opened.pop(run.run_id, None)
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+    return JournalState(session, closed, opened, bad)
+
+
+def _lines(path: Path) -> Iterator[str]:
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as journal:
+            yield from journal
+    except OSError:
+        return
+
+
+def _host_from_dict(data: dict[str, Any]) -> HostSummary:
+    def series(key: str) -> SeriesSummary | None:
+        value = data.get(key)
+        return SeriesSummary(**value) if value else None
+
+    return HostSummary(
+        sample_count=data["sample_count"],
+        interval_s=data["interval_s"],
+        downsample_factor=data["downsample_factor"],
+        process_cpu_percent=series("process_cpu_percent"),
+        process_rss_bytes=series("process_rss_bytes"),
+        system_cpu_percent=series("system_cpu_percent"),
+        system_memory_used_bytes=series("system_memory_used_bytes"),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples to lists and non-finite floats to strings, so the journal stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value

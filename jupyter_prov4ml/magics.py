@@ -1,0 +1,116 @@
+"""`%%provrun` and `%prov`: parse the line, hand the work to the extension, display the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .listing import RunTable, run_row
+from .params import ParamError, parse_param_option
+from .provrun import ProvrunOptions, RunSummary, run_captured
+
+if TYPE_CHECKING:
+    from ._extension import ProvExtension
+
+
+@magics_class
+class ProvMagics(Magics):
+    """Magics bound to one ProvExtension."""
+
+    def __init__(self, shell: Any, extension: ProvExtension) -> None:
+        super().__init__(shell)
+        self.extension = extension
+
+    @magic_arguments()
+    @argument("--name", "-n", help="a name for this run (e.g. baseline)")
+    @argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="record a parameter; repeat for several (values are Python literals or text)",
+    )
+    @argument(
+        "--interval",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="hardware sampling interval (default 0.1 s, i.e. 10 Hz)",
+    )
+    @argument("--no-graph", action="store_true", help="do not show the provenance graph")
+    @argument("--no-live", action="store_true", help="do not show the live dashboard")
+    @cell_magic
+    def provrun(self, line: str, cell: str) -> None:
+        """Run the cell with full provenance capture: parameters, hardware use, PROV graph.
+
+        Top-level literal assignments in the cell (``batch_size = 64``) are recorded as
+        parameters too, read with ``ast`` and never evaluated.
+        """
+        args = parse_argstring(self.provrun, line)
+        try:
+            params = tuple(parse_param_option(text) for text in args.param)
+        except ParamError as error:
+            raise UsageError(f"{error}\n{self.provrun.parser.format_usage()}") from None
+        if not 0.001 <= args.interval <= 3600:
+            raise UsageError(
+                f"--interval must be between 0.001 and 3600 seconds, got {args.interval}\n"
+                + self.provrun.parser.format_usage()
+            )
+        options = ProvrunOptions(
+            name=args.name,
+            params=params,
+            interval_s=args.interval,
+            graph=not args.no_graph,
+            live=not args.no_live,
+        )
+        captured = run_captured(self.extension, options, cell)
+        self.extension.show_run(captured, graph=options.graph)
+
+    @magic_arguments()
+    @argument(
+        "command",
+        nargs="?",
+        default="status",
+        choices=["status", "list", "show", "flush", "config"],
+        help="what to do (default: status)",
+    )
+    @argument("args", nargs="*", help="RUN_ID for show; `store PATH` for config")
+    @argument("--last", type=int, default=None, metavar="N", help="list only the last N runs")
+    @argument("--kind", choices=["cell", "provrun"], default=None, help="list only this kind")
+    @line_magic
+    def prov(self, line: str) -> Any:
+        """Browse and manage provenance: status, list, show RUN, flush, config store PATH."""
+        args = parse_argstring(self.prov, line)
+        ext = self.extension
+        if args.command == "status":
+            print(ext.status_line())
+        elif args.command == "flush":
+            ext.writer.flush()
+            print(f"jupyter_prov4ml: written to {ext.store.root}")
+        elif args.command == "list":
+            ext.writer.flush(session_document=False)
+            stored = ext.store.runs()
+            if args.kind:
+                stored = [s for s in stored if s.run.kind == args.kind]
+            if args.last is not None:
+                stored = stored[-args.last :] if args.last > 0 else []
+            return RunTable([run_row(s) for s in stored])
+        elif args.command == "show":
+            if len(args.args) != 1:
+                raise UsageError("usage: %prov show RUN_ID")
+            ext.writer.flush(session_document=False)
+            try:
+                ext.show_stored(args.args[0])
+            except LookupError as error:
+                raise UsageError(str(error)) from None
+        elif args.command == "config":
+            if len(args.args) != 2 or args.args[0] != "store":
+                raise UsageError("usage: %prov config store PATH")
+            ext.set_store(Path(args.args[1]).expanduser().resolve())
+            print(f"jupyter_prov4ml: now recording to {ext.store.root}")
+        return None

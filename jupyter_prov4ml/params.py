@@ -1,0 +1,91 @@
+"""Parameters of a run: `--param NAME=VALUE` from the magic line, and literal top-level
+assignments in the cell body (`batch_size = 64`), read with `ast.literal_eval`, never `eval`."""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+
+from .records import Param, ParamValue
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_MAX_SOURCE_CHARS = 1_000_000
+
+
+class ParamError(ValueError):
+    """A `--param` the user wrote that cannot be understood."""
+
+
+def parse_param_option(text: str) -> Param:
+    """`lr=0.01` → Param('lr', 0.01). Values are Python literals where they parse, else strings."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep:
+        raise ParamError(f"--param expects NAME=VALUE, got {text!r}")
+    if not _NAME.match(name):
+        raise ParamError(f"--param name {name!r} is not an identifier")
+    return Param(name, literal_or_text(raw.strip()), "magic")
+
+
+def literal_or_text(raw: str) -> ParamValue:
+    """A scalar Python literal if `raw` is one, else the text itself."""
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return raw
+    return scalar_or_none(value) if scalar_or_none(value) is not None or value is None else raw
+
+
+def scalar_or_none(value: object) -> ParamValue:
+    """`value` if it is a JSON-friendly scalar, else None (containers are summarised as text)."""
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, list | tuple | dict | set | frozenset) and len(repr(value)) <= 200:
+        return repr(value)
+    return None
+
+
+def literal_assignments(source: str) -> list[Param]:
+    """Top-level `name = <literal>` assignments of a cell body, in order, last one winning.
+
+    Anything that does not parse (IPython syntax, a syntax error, a huge cell) yields nothing.
+    """
+    if len(source) > _MAX_SOURCE_CHARS:
+        return []
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return []
+    found: dict[str, Param] = {}
+    for node in tree.body:
+        targets: list[ast.expr]
+        if isinstance(node, ast.Assign):
+            targets, value_node = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value_node = [node.target], node.value
+        else:
+            continue
+        try:
+            value = ast.literal_eval(value_node)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        scalar = scalar_or_none(value)
+        if scalar is None and value is not None:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name):
+                found.pop(target.id, None)
+                found[target.id] = Param(target.id, scalar, "literal")
+    return list(found.values())
+
+
+def merge_params(*groups: list[Param]) -> tuple[Param, ...]:
+    """Later groups override earlier ones by name; order of first appearance is kept."""
+    merged: dict[str, Param] = {}
+    for group in groups:
+        for param in group:
+            merged[param.name] = param
+    return tuple(merged.values())

@@ -1,0 +1,331 @@
+"""CellRun records → W3C PROV documents. The only module that imports `prov`.
+
+Documents are built once per run, at save time, never on the cell hot path (building a prov
+document is ~12× slower than plain dicts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prov.identifier import Namespace, QualifiedName
+from prov.model import PROV_TYPE, PROV_VALUE, ProvActivity, ProvAgent, ProvDocument, ProvEntity
+
+from .store import StoredRun
+from .records import CellRun, DataFile, HostSummary, ParamValue, SeriesSummary, SessionInfo
+
+NS_PREFIX = "p4m"
+NS_URI = "https://w3id.org/jupyter-prov4ml/ns#"
+FORMATS = ("json", "provn", "xml", "rdf")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def safe_local(text: str) -> str:
+    """A PROV-N-writable local identifier part (prov ≥ 3.3 rejects anything else)."""
+    cleaned = _UNSAFE.sub("_", text) or "_"
+    return cleaned if cleaned == text else f"{cleaned}_{abs(hash(text)) % 10**6:06d}"
+
+
+class _Builder:
+    """Adds sessions and runs to one document, reusing agents and cell entities it has made."""
+
+    def __init__(self) -> None:
+        self.doc = ProvDocument()
+        self.ns: Namespace = self.doc.add_namespace(NS_PREFIX, NS_URI)
+        self._agents: dict[str, tuple[ProvAgent, ProvAgent, ProvEntity]] = {}
+        self._cells: dict[str, ProvEntity] = {}
+
+    def q(self, local: str) -> QualifiedName:
+        return self.ns[local]
+
+    def attrs(self, values: dict[str, Any]) -> dict[QualifiedName, Any]:
+        return {self.q(k): prov_value(v) for k, v in values.items() if v is not None}
+
+    def session(self, info: SessionInfo) -> tuple[ProvAgent, ProvAgent, ProvEntity]:
+        if info.session_id in self._agents:
+            return self._agents[info.session_id]
+        user = self.doc.agent(
+            self.q(f"user_{safe_local(info.user)}"),
+            {PROV_TYPE: self._prov_type("Person"), **self.attrs({"name": info.user})},
+        )
+        versions = dict(info.software)
+        software = self.doc.agent(
+            self.q(f"software_jupyter_prov4ml_{safe_local(versions.get('jupyter_prov4ml', '0'))}"),
+            {
+                PROV_TYPE: self._prov_type("SoftwareAgent"),
+                **self.attrs({f"version_{safe_local(k)}": v for k, v in info.software}),
+            },
+        )
+        environment = self.doc.entity(
+            self.q(f"environment_{info.session_id}"),
+            {
+                PROV_TYPE: self.q("Environment"),
+                **self.attrs(
+                    {
+                        "session_id": info.session_id,
+                        "hostname": info.hostname,
+                        "platform": info.platform,
+                        "cpu_model": info.cpu_model,
+                        "cpu_count_logical": info.cpu_count_logical,
+                        "memory_total_bytes": info.memory_total_bytes,
+                        "gpus": "; ".join(info.gpus) or "none",
+                        "notebook_path": info.notebook_path,
+                        "session_started_at": _iso(info.started_at_unix_s),
+                    }
+                ),
+            },
+        )
+        self._agents[info.session_id] = (user, software, environment)
+        return user, software, environment
+
+    def _prov_type(self, local: str) -> QualifiedName:
+        return self.doc.valid_qualified_name(f"prov:{local}")  # type: ignore[no-any-return]
+
+    def cell(self, run: CellRun) -> ProvEntity:
+        ref = run.cell
+        if ref.sha256 not in self._cells:
+            self._cells[ref.sha256] = self.doc.entity(
+                self.q(ref.short_id),
+                {
+                    PROV_TYPE: self.q("CellVersion"),
+                    **self.attrs(
+                        {
+                            "sha256": ref.sha256,
+                            "source": ref.source,
+                            "cell_id": ref.cell_id,
+                            "notebook_path": ref.notebook_path,
+                        }
+                    ),
+                },
+            )
+        return self._cells[ref.sha256]
+
+    def run(self, run: CellRun, info: SessionInfo | None) -> ProvActivity:
+        activity = self.doc.activity(
+            self.q(f"run_{run.run_id}"),
+            _datetime(run.started_at_unix_s),
+            _datetime(run.ended_at_unix_s),
+            {
+                PROV_TYPE: self.q("ProvRun" if run.kind == "provrun" else "CellExecution"),
+                **self.attrs(
+                    {
+                        "run_id": run.run_id,
+                        "kind": run.kind,
+                        "name": run.name,
+                        "execution_count": run.cell.execution_count,
+                        "status": run.status,
+                        "error_type": run.error_type,
+                        "wall_time_s": run.wall_time_s,
+                        "cpu_time_s": run.cpu_time_s,
+                        **_host_attrs(run.host),
+                    }
+                ),
+            },
+        )
+        activity.used(self.cell(run))
+        for param in run.params:
+            entity = self.doc.entity(
+                self.q(f"param_{run.run_id}_{safe_local(param.name)}"),
+                {
+                    PROV_TYPE: self.q("Parameter"),
+                    PROV_VALUE: prov_value(param.value if param.value is not None else "None"),
+                    **self.attrs({"name": param.name, "source": param.source}),
+                },
+            )
+            activity.used(entity)
+        for data_file in run.data_files:
+            self._data_file(activity, run, data_file)
+        if info is not None:
+            user, software, environment = self.session(info)
+            activity.wasAssociatedWith(user)
+            activity.wasAssociatedWith(software)
+            activity.used(environment)
+        return activity
+
+    def _data_file(self, activity: ProvActivity, run: CellRun, data_file: DataFile) -> None:
+        entity = self.doc.entity(
+            self.q(f"{safe_local(data_file.role)}_{run.run_id}"),
+            {
+                PROV_TYPE: self.q("DataFile"),
+                **self.attrs(
+                    {
+                        "role": data_file.role,
+                        "path": data_file.relpath,
+                        "sha256": data_file.sha256,
+                        "size_bytes": data_file.size_bytes,
+                        "media_type": data_file.media_type,
+                    }
+                ),
+            },
+        )
+        entity.wasGeneratedBy(activity)
+
+
+def run_document(run: CellRun, info: SessionInfo | None) -> ProvDocument:
+    """The PROV document of one run."""
+    builder = _Builder()
+    builder.run(run, info)
+    return builder.doc
+
+
+def session_document(runs: Iterable[CellRun], info: SessionInfo | None) -> ProvDocument:
+    """One PROV document holding many runs of a session (the plain cell records)."""
+    builder = _Builder()
+    if info is not None:
+        builder.session(info)
+    for run in runs:
+        builder.run(run, info)
+    return builder.doc
+
+
+def stored_document(stored: StoredRun) -> ProvDocument:
+    """The PROV document of a stored run: its own file for %%provrun, else built from the
+    journal record (plain cells share the session document)."""
+    if stored.run.kind == "provrun" and stored.prov_path is not None and stored.prov_path.is_file():
+        return load_document(stored.prov_path)
+    return run_document(stored.run, stored.session)
+
+
+def serialize(doc: ProvDocument, fmt: str = "json") -> str:
+    """Serialize to `json` (PROV-JSON), `provn`, `xml` (PROV-XML) or `rdf` (Turtle)."""
+    if fmt == "provn":
+        return str(doc.get_provn())
+    if fmt == "rdf":
+        return str(doc.serialize(format="rdf", rdf_format="turtle"))
+    if fmt in ("json", "xml"):
+        return str(doc.serialize(format=fmt, **({"indent": 1} if fmt == "json" else {})))
+    raise ValueError(f"unknown PROV format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def load_document(path: Path) -> ProvDocument:
+    """Read a PROV-JSON file back."""
+    return ProvDocument.deserialize(content=path.read_text(encoding="utf-8"), format="json")
+
+
+# -- a neutral view for the graph renderer, so that graph.py never imports prov ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GraphNode:
+    node_id: str
+    kind: str  # entity | activity | agent
+    label: str
+    tooltip: str
+
+
+@dataclass(frozen=True, slots=True)
+class GraphEdge:
+    source: str
+    target: str
+    relation: str
+
+
+# PROV-N names of relations, which people know, rather than prov's class names (Usage, ...).
+_RELATION_NAMES = {
+    "Usage": "used",
+    "Generation": "wasGeneratedBy",
+    "Association": "wasAssociatedWith",
+    "Communication": "wasInformedBy",
+    "Derivation": "wasDerivedFrom",
+    "Attribution": "wasAttributedTo",
+    "Start": "wasStartedBy",
+    "End": "wasEndedBy",
+    "Invalidation": "wasInvalidatedBy",
+    "Delegation": "actedOnBehalfOf",
+    "Membership": "hadMember",
+}
+
+
+def graph_elements(doc: ProvDocument) -> tuple[list[GraphNode], list[GraphEdge]]:
+    """Nodes and edges of a PROV document, labelled for people."""
+    nodes: list[GraphNode] = []
+    for element in doc.get_records((ProvEntity, ProvActivity, ProvAgent)):
+        kind = (
+            "activity"
+            if isinstance(element, ProvActivity)
+            else "agent"
+            if isinstance(element, ProvAgent)
+            else "entity"
+        )
+        attrs = {str(k.localpart): v for k, v in element.attributes if k.localpart != "source"}
+        nodes.append(
+            GraphNode(
+                node_id=str(element.identifier),
+                kind=kind,
+                label=_label(element, attrs),
+                tooltip="\n".join(f"{k}: {_short(v)}" for k, v in attrs.items()),
+            )
+        )
+    edges: list[GraphEdge] = []
+    for relation in doc.get_records():
+        if relation.is_relation():
+            formal = relation.formal_attributes
+            if len(formal) >= 2 and formal[0][1] is not None and formal[1][1] is not None:
+                kind = str(relation.get_type().localpart)
+                edges.append(
+                    GraphEdge(
+                        str(formal[0][1]), str(formal[1][1]), _RELATION_NAMES.get(kind, kind)
+                    )
+                )
+    return nodes, edges
+
+
+def _label(element: Any, attrs: dict[str, Any]) -> str:
+    local = str(element.identifier.localpart)
+    type_name = str(attrs.get("type", "")).split(":")[-1]
+    if type_name == "Parameter":
+        return f"{attrs.get('name')} = {_short(attrs.get('value'), 30)}"
+    if type_name in ("ProvRun", "CellExecution"):
+        name = attrs.get("name") or f"[{attrs.get('execution_count', ' ')}]"
+        return f"{name}\n{attrs.get('status')} · {float(attrs.get('wall_time_s', 0)):.2f} s"
+    if type_name == "CellVersion":
+        return f"cell {str(attrs.get('sha256', ''))[:12]}"
+    if type_name == "DataFile":
+        return f"{attrs.get('role')}\n{str(attrs.get('path', '')).rsplit('/', 1)[-1]}"
+    if type_name == "Environment":
+        return f"environment\n{attrs.get('hostname')}"
+    return str(attrs.get("name") or local)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _host_attrs(host: HostSummary | None) -> dict[str, Any]:
+    if host is None:
+        return {}
+    out: dict[str, Any] = {
+        "sample_count": host.sample_count,
+        "sample_interval_s": host.interval_s,
+        "sample_downsample_factor": host.downsample_factor,
+    }
+    for key in ("process_cpu_percent", "process_rss_bytes", "system_cpu_percent"):
+        series: SeriesSummary | None = getattr(host, key)
+        if series is not None:
+            out[f"{key}_mean"] = series.mean
+            out[f"{key}_max"] = series.max
+    if host.system_memory_used_bytes is not None:
+        out["system_memory_used_bytes_max"] = host.system_memory_used_bytes.max
+    return out
+
+
+def prov_value(value: ParamValue | float) -> Any:
+    """A value PROV-JSON can carry: non-finite floats become text (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def _datetime(unix_s: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(unix_s, tz=dt.timezone.utc)
+
+
+def _iso(unix_s: float) -> str:
+    return _datetime(unix_s).isoformat()

@@ -1,0 +1,259 @@
+"""The extension through its public interface: `%load_ext`, cells, `%%provrun`, `%prov`,
+in a real, isolated IPython shell."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+from conftest import closed_runs, deserialize_strict, displayed, extension_of, journal_events
+
+
+def flush(shell: Any) -> None:
+    assert extension_of(shell).writer.flush(timeout_s=30)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_load_prints_one_line_with_store_and_hardware(shell: Any, store_dir: Path, capsys: Any) -> None:
+    """`%load_ext` says where the store is and what CPU/GPU it found, in one line."""
+    shell.run_cell("%load_ext jupyter_prov4ml")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert len(lines) == 1
+    assert str(store_dir) in lines[0]
+    assert "cores" in lines[0]
+    assert "no NVIDIA GPU" in lines[0]
+
+
+def test_ordinary_cells_are_recorded(loaded: Any, store_dir: Path) -> None:
+    """Every executed cell gives one record with sha256, cell id, count, timing and status."""
+    source = "x = sum(range(1000))\nx"
+    result = loaded.run_cell(source, store_history=True, cell_id="cell-abc")
+    flush(loaded)
+    runs = closed_runs(store_dir)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["kind"] == "cell"
+    assert run["cell"]["sha256"] == sha(source)
+    assert run["cell"]["cell_id"] == "cell-abc"
+    assert run["cell"]["execution_count"] == result.execution_count
+    assert run["status"] == "ok"
+    assert run["wall_time_s"] >= 0 and run["cpu_time_s"] >= 0
+    assert run["ended_at_unix_s"] >= run["started_at_unix_s"]
+
+
+def test_failed_and_interrupted_cells(loaded: Any, store_dir: Path) -> None:
+    """A raising cell is `failed` with its exception type; KeyboardInterrupt is `interrupted`."""
+    loaded.run_cell("1/0", store_history=True)
+    loaded.run_cell("raise KeyboardInterrupt", store_history=True)
+    loaded.run_cell("pass", store_history=True)
+    flush(loaded)
+    statuses = [(r["status"], r["error_type"]) for r in closed_runs(store_dir)]
+    assert statuses == [("failed", "ZeroDivisionError"), ("interrupted", "KeyboardInterrupt"), ("ok", None)]
+
+
+PROVRUN = """%%provrun --name baseline --param lr=0.01 --param epochs=3 --no-graph
+batch_size = 64
+optimizer: str = "sgd"
+total = sum(i * i for i in range(20000))
+"""
+
+
+def test_provrun_records_params_from_both_sources(loaded: Any, store_dir: Path) -> None:
+    """`--param` values and literal top-level assignments are both recorded, typed."""
+    result = loaded.run_cell(PROVRUN, store_history=True, cell_id="train-1")
+    assert result.success
+    assert loaded.user_ns["total"] == sum(i * i for i in range(20000))
+    flush(loaded)
+    runs = closed_runs(store_dir)
+    assert [r["kind"] for r in runs] == ["provrun"], "the nested body must not add a record"
+    run = runs[0]
+    params = {p["name"]: (p["value"], p["source"]) for p in run["params"]}
+    assert params == {
+        "lr": (0.01, "magic"),
+        "epochs": (3, "magic"),
+        "batch_size": (64, "literal"),
+        "optimizer": ("sgd", "literal"),
+    }
+    assert run["name"] == "baseline"
+    assert run["cell"]["sha256"] == sha(PROVRUN)
+    assert run["cell"]["cell_id"] == "train-1"
+    assert run["host"]["sample_count"] >= 1
+
+
+def test_provrun_document_reads_back_with_prov(loaded: Any, store_dir: Path) -> None:
+    """The run's PROV-JSON deserializes without warnings and carries cell, params, agents."""
+    loaded.run_cell(PROVRUN, store_history=True, cell_id="train-1")
+    flush(loaded)
+    (path,) = store_dir.glob("sessions/*/runs/*.prov.json")
+    doc = deserialize_strict(path)
+    text = path.read_text()
+    assert sha(PROVRUN) in text
+    provn = doc.get_provn()
+    assert "used(" in provn and "wasAssociatedWith(" in provn and "wasGeneratedBy(" in provn
+    assert "p4m:param_" in provn and "prov:SoftwareAgent" in provn and "prov:Person" in provn
+    (samples,) = store_dir.glob("sessions/*/runs/*.host_samples.parquet")
+    assert hashlib.sha256(samples.read_bytes()).hexdigest() in text
+
+
+def test_provrun_expands_variables_in_the_line(loaded: Any, store_dir: Path) -> None:
+    """`$var` in the magic line is expanded by IPython, as for any magic."""
+    loaded.run_cell("rate = 0.5", store_history=True)
+    loaded.run_cell("%%provrun --param lr=$rate --no-graph\npass\n", store_history=True)
+    flush(loaded)
+    run = closed_runs(store_dir)[-1]
+    assert run["params"] == [{"name": "lr", "value": 0.5, "source": "magic"}]
+
+
+def test_provrun_failure_shows_one_normal_traceback(loaded: Any, store_dir: Path, capsys: Any) -> None:
+    """A failing body shows the user's traceback once, fails the cell, and is saved `failed`."""
+    result = loaded.run_cell("%%provrun --no-graph\nx = 1\nraise ValueError('boom')\n", store_history=True)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert text.count("ValueError") >= 1 and text.count("Traceback") <= 1
+    assert "jupyter_prov4ml" not in text
+    assert isinstance(result.error_in_exec, ValueError)
+    flush(loaded)
+    run = closed_runs(store_dir)[-1]
+    assert (run["kind"], run["status"], run["error_type"]) == ("provrun", "failed", "ValueError")
+
+
+def test_provrun_interrupted(loaded: Any, store_dir: Path) -> None:
+    """KeyboardInterrupt inside the body gives status `interrupted` and the run is kept."""
+    result = loaded.run_cell("%%provrun --no-graph\nraise KeyboardInterrupt\n", store_history=True)
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    flush(loaded)
+    assert closed_runs(store_dir)[-1]["status"] == "interrupted"
+
+
+def test_provrun_shows_summary_and_graph(loaded: Any) -> None:
+    """The summary and the graph are displayed; the summary names duration and parameters."""
+    loaded.run_cell("%%provrun --name shown --param lr=0.1\ny = 2\n", store_history=True)
+    bundles = displayed(loaded)
+    texts = [b.get("text/plain", "") for b in bundles]
+    assert any("duration" in t and "lr=0.1" in t and "peak RSS" in t for t in texts)
+    assert any("jp-prov4ml-graph" in b.get("text/html", "") or "DOT" in b.get("text/plain", "") for b in bundles)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["--bogus", "--param lr", "--param =3", "--interval 0", "--interval abc"],
+)
+def test_bad_arguments_raise_usage_error(loaded: Any, line: str) -> None:
+    """Bad `%%provrun` options raise IPython's UsageError and run nothing."""
+    with pytest.raises(UsageError) as error:
+        loaded.run_cell_magic("provrun", line, "ran = True\n")
+    assert "usage" in str(error.value).lower() or "--" in str(error.value)
+    assert "ran" not in loaded.user_ns
+
+
+def test_bad_arguments_from_a_cell_fail_it_without_recording_a_run(loaded: Any, store_dir: Path) -> None:
+    """From a cell, a UsageError fails the cell; the cell is recorded as failed, no provrun."""
+    result = loaded.run_cell("%%provrun --param lr\nran = True\n", store_history=True)
+    assert not result.success
+    flush(loaded)
+    assert [(r["kind"], r["status"]) for r in closed_runs(store_dir)] == [("cell", "failed")]
+
+
+def test_unload_stops_recording_and_reload_works(loaded: Any, store_dir: Path) -> None:
+    """After `%unload_ext` nothing is recorded and the magics are gone; loading again works."""
+    loaded.run_cell("a = 1", store_history=True)
+    loaded.run_cell("%unload_ext jupyter_prov4ml", store_history=True)
+    recorded = len(closed_runs(store_dir))
+    loaded.run_cell("b = 2", store_history=True)
+    assert len(closed_runs(store_dir)) == recorded
+    assert "provrun" not in loaded.magics_manager.magics["cell"]
+    assert loaded.run_cell("%%provrun\npass\n").error_in_exec is not None
+    assert loaded.run_cell("%load_ext jupyter_prov4ml").success
+    loaded.run_cell("c = 3", store_history=True)
+    flush(loaded)
+    sessions = list(store_dir.glob("sessions/*"))
+    assert len(sessions) == 2
+    sources = [r["cell"]["source"] for r in closed_runs(store_dir)]
+    assert "c = 3" in sources and "b = 2" not in sources
+
+
+def test_loading_twice_is_harmless(loaded: Any, store_dir: Path) -> None:
+    """A second `%load_ext` registers nothing more: still one record per cell."""
+    loaded.run_cell("%load_ext jupyter_prov4ml")
+    loaded.run_cell("z = 1", store_history=True)
+    flush(loaded)
+    assert [r["cell"]["source"] for r in closed_runs(store_dir)].count("z = 1") == 1
+
+
+def test_session_document_holds_plain_cells(loaded: Any, store_dir: Path) -> None:
+    """Plain cell records are written as one PROV-JSON per session that `prov` reads back."""
+    loaded.run_cell("a = 1", store_history=True)
+    loaded.run_cell("b = a + 1", store_history=True)
+    flush(loaded)
+    (path,) = store_dir.glob("sessions/*/session.prov.json")
+    doc = deserialize_strict(path)
+    assert sha("a = 1") in path.read_text() and sha("b = a + 1") in path.read_text()
+    assert len(list(doc.get_records())) > 4
+
+
+def test_unwritable_store_warns_once_and_recovers(shell: Any, store_dir: Path, capsys: Any) -> None:
+    """A store that cannot be written: one warning line, cells unaffected, records kept and
+    written once the store works again."""
+    store_dir.parent.mkdir(parents=True, exist_ok=True)
+    store_dir.write_text("not a folder")  # mkdir under it fails, even for root
+    shell.run_cell("%load_ext jupyter_prov4ml")
+    ext = extension_of(shell)
+    for i in range(3):
+        result = shell.run_cell(f"v{i} = {i}", store_history=True)
+        assert result.success
+        assert not ext.writer.flush(timeout_s=2)
+        shell.run_cell("pass", store_history=True)
+    err = capsys.readouterr().err
+    assert err.count("cannot write provenance") == 1
+    assert "Traceback" not in err
+    store_dir.unlink()
+    assert ext.writer.flush(timeout_s=30)
+    sources = [r["cell"]["source"] for r in closed_runs(store_dir)]
+    assert {"v0 = 0", "v1 = 1", "v2 = 2"} <= set(sources)
+
+
+def test_our_hook_failure_never_breaks_the_cell(loaded: Any, capsys: Any, monkeypatch: Any) -> None:
+    """An exception inside our own hook: the user's cell result is unchanged, one short line,
+    no traceback, and recording switches off after repeated failures."""
+    ext = extension_of(loaded)
+
+    def broken(info: Any) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(ext.recorder, "begin", broken)
+    for _ in range(5):
+        result = loaded.run_cell("41 + 1", store_history=True)
+        assert result.success and result.result == 42
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert 1 <= err.count("jupyter_prov4ml:") <= 2
+    assert ext.pre_run_cell not in loaded.events.callbacks["pre_run_cell"]
+
+
+def test_prov_list_and_show(loaded: Any) -> None:
+    """`%prov list` returns a table of runs; `%prov show` displays one run's summary."""
+    loaded.run_cell("%%provrun --name listed --no-graph\npass\n", store_history=True)
+    table = loaded.run_line_magic("prov", "list --kind provrun")
+    assert "listed" in repr(table) and "provrun" in repr(table)
+    run_id = table.rows[-1]["run_id"]
+    loaded.run_line_magic("prov", f"show {run_id}")
+    assert any("listed" in b.get("text/plain", "") for b in displayed(loaded))
+    with pytest.raises(UsageError):
+        loaded.run_line_magic("prov", "show nope")
+
+
+def test_journal_has_open_and_close_for_provrun(loaded: Any, store_dir: Path) -> None:
+    """The journal says when a %%provrun opened, before it closed (crash recovery relies on it)."""
+    loaded.run_cell("%%provrun --no-graph\npass\n", store_history=True)
+    flush(loaded)
+    events = [(e["event"], e.get("kind")) for e in journal_events(store_dir)]
+    assert events[0] == ("session", None)
+    assert ("open", "provrun") in events
+    assert events[-1][0] == "close"
