@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 system-deps:
 	@scripts/ensure-system-package.sh dot graphviz
+	@scripts/ensure-system-package.sh chromium chromium
 
 demo: $(STAMP) system-deps
 	rm -rf $(DEMO)

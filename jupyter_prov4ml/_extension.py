@@ -13,23 +13,24 @@ import secrets
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from concurrent.futures import CancelledError
-from concurrent.futures import TimeoutError as FutureTimeout
-
 from IPython.display import display
 
+from .energy import EnergyConfig, RaplReader
 from .graph import ProvGraph
 from .identity import notebook_path
+from .metering import EnergyMeter
 from .notices import Notices
 from .probes.gpu import open_gpu_probe
 from .probes.host import HostReader, host_facts
-from .records import SessionInfo
 from .provrun import CapturedRun, RunSummary
 from .recorder import Recorder
+from .records import SessionInfo
 from .store import Store, resolve_store_root
 from .writer import StoreWriter
 
@@ -65,6 +66,7 @@ class ProvExtension:
         self.host = host_facts()
         self.host_reader = HostReader()
         self.gpu = open_gpu_probe()
+        self.meter = EnergyMeter(self.gpu, RaplReader(), _energy_config(environ, self.notices))
         self.notebook_path = notebook_path(getattr(shell, "user_ns", {}))
         self.session = SessionInfo(
             session_id=new_session_id(),
@@ -124,6 +126,9 @@ class ProvExtension:
             f"CPU: {self.host.describe()} · GPU: {gpus}"
         )
 
+    def set_energy_config(self, config: EnergyConfig) -> None:
+        self.meter = EnergyMeter(self.gpu, self.meter.rapl, config)
+
     def set_store(self, root: Path) -> None:
         """Switch to another store: what is pending goes to the old one first."""
         self.writer.close()
@@ -136,9 +141,8 @@ class ProvExtension:
 
     def status_line(self) -> str:
         pending = self.writer.pending_count
-        return (
-            f"jupyter_prov4ml: session {self.session.session_id}, store {self.store.root}"
-            + (f", {pending} records waiting to be written" if pending else "")
+        return f"jupyter_prov4ml: session {self.session.session_id}, store {self.store.root}" + (
+            f", {pending} records waiting to be written" if pending else ""
         )
 
     def show_run(self, captured: CapturedRun, graph: bool) -> None:
@@ -205,6 +209,14 @@ def _unregister_magics(shell: Any, magics: Any) -> None:
         for name in names:
             manager.magics[kind].pop(name, None)
     manager.registry.pop(type(magics).__name__, None)
+
+
+def _energy_config(environ: Mapping[str, str], notices: Notices) -> EnergyConfig:
+    try:
+        return EnergyConfig.from_environ(environ)
+    except ValueError as error:
+        notices.warn("energy-config", f"{error}; using the defaults")
+        return EnergyConfig()
 
 
 def _user_name() -> str:

@@ -15,7 +15,9 @@ def parquet_bytes(columns: Mapping[str, Sequence[float]]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({name: pa.array(values, type=pa.float64()) for name, values in columns.items()})
+    table = pa.table(
+        {name: pa.array(values, type=pa.float64()) for name, values in columns.items()}
+    )
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()

@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .energy import EnergyReading
 from .records import (
     CellRef,
     CellRun,
     DataFile,
-    HostSummary,
+    EnergyLedger,
+    HardwareSummary,
     Param,
     SeriesSummary,
     SessionInfo,
@@ -29,11 +31,13 @@ def encode_line(event: str, payload: dict[str, Any]) -> str:
 
 
 def run_to_dict(run: CellRun) -> dict[str, Any]:
-    return _jsonable(dataclasses.asdict(run))
+    encoded: dict[str, Any] = _jsonable(dataclasses.asdict(run))
+    return encoded
 
 
 def run_from_dict(data: dict[str, Any]) -> CellRun:
-    host = data.get("host")
+    hardware = data.get("hardware")
+    energy = data.get("energy")
     return CellRun(
         run_id=data["run_id"],
         session_id=data["session_id"],
@@ -47,13 +51,15 @@ def run_from_dict(data: dict[str, Any]) -> CellRun:
         error_type=data.get("error_type"),
         name=data.get("name"),
         params=tuple(Param(**p) for p in data.get("params", ())),
-        host=_host_from_dict(host) if host else None,
+        hardware=_hardware_from_dict(hardware) if hardware else None,
+        energy=_energy_from_dict(energy) if energy else None,
         data_files=tuple(DataFile(**f) for f in data.get("data_files", ())),
     )
 
 
 def session_to_dict(info: SessionInfo) -> dict[str, Any]:
-    return _jsonable(dataclasses.asdict(info))
+    encoded: dict[str, Any] = _jsonable(dataclasses.asdict(info))
+    return encoded
 
 
 def session_from_dict(data: dict[str, Any]) -> SessionInfo:
@@ -105,19 +111,19 @@ def _lines(path: Path) -> Iterator[str]:
         return
 
 
-def _host_from_dict(data: dict[str, Any]) -> HostSummary:
-    def series(key: str) -> SeriesSummary | None:
-        value = data.get(key)
-        return SeriesSummary(**value) if value else None
-
-    return HostSummary(
+def _hardware_from_dict(data: dict[str, Any]) -> HardwareSummary:
+    return HardwareSummary(
         sample_count=data["sample_count"],
         interval_s=data["interval_s"],
         downsample_factor=data["downsample_factor"],
-        process_cpu_percent=series("process_cpu_percent"),
-        process_rss_bytes=series("process_rss_bytes"),
-        system_cpu_percent=series("system_cpu_percent"),
-        system_memory_used_bytes=series("system_memory_used_bytes"),
+        series=tuple((name, SeriesSummary(**summary)) for name, summary in data["series"]),
+    )
+
+
+def _energy_from_dict(data: dict[str, Any]) -> EnergyLedger:
+    return EnergyLedger(
+        readings=tuple(EnergyReading(**reading) for reading in data["readings"]),
+        carbon_intensity_g_per_kwh=data["carbon_intensity_g_per_kwh"],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .listing import RunTable, run_row
 from .params import ParamError, parse_param_option
-from .provrun import ProvrunOptions, RunSummary, run_captured
+from .provrun import ProvrunOptions, run_captured
 
 if TYPE_CHECKING:
     from ._extension import ProvExtension
@@ -79,7 +80,12 @@ class ProvMagics(Magics):
         choices=["status", "list", "show", "flush", "config"],
         help="what to do (default: status)",
     )
-    @argument("args", nargs="*", help="RUN_ID for show; `store PATH` for config")
+    @argument(
+        "args",
+        nargs="*",
+        help="RUN_ID for show; for config: `store PATH`, `carbon-intensity G_PER_KWH` "
+        "or `cpu-watts-per-core WATTS`",
+    )
     @argument("--last", type=int, default=None, metavar="N", help="list only the last N runs")
     @argument("--kind", choices=["cell", "provrun"], default=None, help="list only this kind")
     @line_magic
@@ -109,8 +115,35 @@ class ProvMagics(Magics):
             except LookupError as error:
                 raise UsageError(str(error)) from None
         elif args.command == "config":
-            if len(args.args) != 2 or args.args[0] != "store":
-                raise UsageError("usage: %prov config store PATH")
-            ext.set_store(Path(args.args[1]).expanduser().resolve())
-            print(f"jupyter_prov4ml: now recording to {ext.store.root}")
+            self._config(args.args)
         return None
+
+    def _config(self, words: list[str]) -> None:
+        ext = self.extension
+        usage = (
+            "usage: %prov config store PATH | carbon-intensity G_PER_KWH | cpu-watts-per-core WATTS"
+        )
+        if len(words) != 2:
+            raise UsageError(usage)
+        key, value = words
+        if key == "store":
+            ext.set_store(Path(value).expanduser().resolve())
+            print(f"jupyter_prov4ml: now recording to {ext.store.root}")
+            return
+        if key not in ("carbon-intensity", "cpu-watts-per-core"):
+            raise UsageError(usage)
+        config = ext.meter.config
+        try:
+            number = float(value)
+            config = (
+                replace(config, carbon_intensity_g_per_kwh=number)
+                if key == "carbon-intensity"
+                else replace(config, watts_per_core=number)
+            )
+        except ValueError as error:
+            raise UsageError(f"{key}: {error}") from None
+        ext.set_energy_config(config)
+        print(
+            f"jupyter_prov4ml: carbon intensity {config.carbon_intensity_g_per_kwh:g} g/kWh, "
+            f"CPU {config.watts_per_core:g} W per core"
+        )

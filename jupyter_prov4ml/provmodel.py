@@ -17,8 +17,8 @@ from typing import Any
 from prov.identifier import Namespace, QualifiedName
 from prov.model import PROV_TYPE, PROV_VALUE, ProvActivity, ProvAgent, ProvDocument, ProvEntity
 
+from .records import CellRun, DataFile, EnergyLedger, HardwareSummary, ParamValue, SessionInfo
 from .store import StoredRun
-from .records import CellRun, DataFile, HostSummary, ParamValue, SeriesSummary, SessionInfo
 
 NS_PREFIX = "p4m"
 NS_URI = "https://w3id.org/jupyter-prov4ml/ns#"
@@ -44,7 +44,7 @@ class _Builder:
     def q(self, local: str) -> QualifiedName:
         return self.ns[local]
 
-    def attrs(self, values: dict[str, Any]) -> dict[QualifiedName, Any]:
+    def attrs(self, values: dict[str, Any]) -> dict[Any, Any]:
         return {self.q(k): prov_value(v) for k, v in values.items() if v is not None}
 
     def session(self, info: SessionInfo) -> tuple[ProvAgent, ProvAgent, ProvEntity]:
@@ -85,7 +85,9 @@ class _Builder:
         return user, software, environment
 
     def _prov_type(self, local: str) -> QualifiedName:
-        return self.doc.valid_qualified_name(f"prov:{local}")  # type: ignore[no-any-return]
+        name = self.doc.valid_qualified_name(f"prov:{local}")
+        assert name is not None  # the prov namespace is always registered
+        return name
 
     def cell(self, run: CellRun) -> ProvEntity:
         ref = run.cell
@@ -123,7 +125,8 @@ class _Builder:
                         "error_type": run.error_type,
                         "wall_time_s": run.wall_time_s,
                         "cpu_time_s": run.cpu_time_s,
-                        **_host_attrs(run.host),
+                        **_hardware_attrs(run.hardware),
+                        **_energy_attrs(run.energy),
                     }
                 ),
             },
@@ -198,8 +201,10 @@ def serialize(doc: ProvDocument, fmt: str = "json") -> str:
         return str(doc.get_provn())
     if fmt == "rdf":
         return str(doc.serialize(format="rdf", rdf_format="turtle"))
-    if fmt in ("json", "xml"):
-        return str(doc.serialize(format=fmt, **({"indent": 1} if fmt == "json" else {})))
+    if fmt == "json":
+        return str(doc.serialize(format="json", indent=1))
+    if fmt == "xml":
+        return str(doc.serialize(format="xml"))
     raise ValueError(f"unknown PROV format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
@@ -245,7 +250,8 @@ _RELATION_NAMES = {
 def graph_elements(doc: ProvDocument) -> tuple[list[GraphNode], list[GraphEdge]]:
     """Nodes and edges of a PROV document, labelled for people."""
     nodes: list[GraphNode] = []
-    for element in doc.get_records((ProvEntity, ProvActivity, ProvAgent)):
+    element_types: Any = (ProvEntity, ProvActivity, ProvAgent)
+    for element in doc.get_records(element_types):
         kind = (
             "activity"
             if isinstance(element, ProvActivity)
@@ -269,9 +275,7 @@ def graph_elements(doc: ProvDocument) -> tuple[list[GraphNode], list[GraphEdge]]
             if len(formal) >= 2 and formal[0][1] is not None and formal[1][1] is not None:
                 kind = str(relation.get_type().localpart)
                 edges.append(
-                    GraphEdge(
-                        str(formal[0][1]), str(formal[1][1]), _RELATION_NAMES.get(kind, kind)
-                    )
+                    GraphEdge(str(formal[0][1]), str(formal[1][1]), _RELATION_NAMES.get(kind, kind))
                 )
     return nodes, edges
 
@@ -298,21 +302,55 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _host_attrs(host: HostSummary | None) -> dict[str, Any]:
-    if host is None:
+# Which statistics of each sampled column go into the activity (the full series is a file).
+_SUMMARY_STATS = {
+    "process_cpu_percent": ("mean", "max"),
+    "process_rss_bytes": ("max",),
+    "system_cpu_percent": ("mean", "max"),
+    "system_memory_used_bytes": ("max",),
+    "utilization_percent": ("mean", "max"),
+    "memory_utilization_percent": ("mean", "max"),
+    "memory_used_bytes": ("max",),
+    "process_memory_bytes": ("max",),
+    "power_w": ("mean", "max"),
+    "temperature_c": ("max",),
+    "sm_clock_mhz": ("mean",),
+}
+
+
+def _hardware_attrs(hardware: HardwareSummary | None) -> dict[str, Any]:
+    if hardware is None:
         return {}
     out: dict[str, Any] = {
-        "sample_count": host.sample_count,
-        "sample_interval_s": host.interval_s,
-        "sample_downsample_factor": host.downsample_factor,
+        "sample_count": hardware.sample_count,
+        "sample_interval_s": hardware.interval_s,
+        # >1 when a long run's older samples were thinned to keep memory bounded.
+        "sample_downsample_factor": hardware.downsample_factor,
     }
-    for key in ("process_cpu_percent", "process_rss_bytes", "system_cpu_percent"):
-        series: SeriesSummary | None = getattr(host, key)
-        if series is not None:
-            out[f"{key}_mean"] = series.mean
-            out[f"{key}_max"] = series.max
-    if host.system_memory_used_bytes is not None:
-        out["system_memory_used_bytes_max"] = host.system_memory_used_bytes.max
+    for column, summary in hardware.series:
+        field = column.split("_", 1)[1] if column.startswith("gpu") else column
+        for stat in _SUMMARY_STATS.get(field, ()):
+            out[f"{column}_{stat}"] = getattr(summary, stat)
+    return out
+
+
+def _energy_attrs(energy: EnergyLedger | None) -> dict[str, Any]:
+    if energy is None:
+        return {}
+    out: dict[str, Any] = {
+        "energy_total_j": energy.total_j,
+        "energy_methods": energy.methods(),
+        # CO2 is always an estimate: measured energy times an assumed grid carbon intensity.
+        "co2_g": energy.co2_g,
+        "co2_method": "estimated",
+        "carbon_intensity_g_per_kwh": energy.carbon_intensity_g_per_kwh,
+    }
+    for reading in energy.readings:
+        device = safe_local(reading.device)
+        out[f"energy_{device}_j"] = reading.energy_j
+        out[f"energy_{device}_method"] = reading.method
+        if reading.detail:
+            out[f"energy_{device}_detail"] = reading.detail
     return out
 
 

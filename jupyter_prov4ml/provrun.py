@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .params import literal_assignments, merge_params
-from .records import CellRun, Param
 from .recorder import result_error, status_of
+from .records import CellRun, Param
 from .sampling import DEFAULT_INTERVAL_S, Sampler
+from .widgets import LiveMonitor, live_view_supported
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -47,8 +48,14 @@ def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> Capt
     if window is None or window.closed:
         window = ext.recorder.open_detached(f"%%provrun\n{body}")
     params = merge_params(list(options.params), literal_assignments(body))
-    ext.writer.opened(window.run_id, "provrun", window.sha256, window.cell_id, window.started_unix_s)
-    sampler = Sampler(ext.host_reader, ext.notices, options.interval_s)
+    ext.writer.opened(
+        window.run_id, "provrun", window.sha256, window.cell_id, window.started_unix_s
+    )
+    energy_start = ext.meter.begin()
+    sampler = Sampler(ext.host_reader, ext.gpu, ext.notices, options.interval_s)
+    monitor = _live_monitor(ext, options) if options.live else None
+    if monitor is not None:
+        sampler.subscribe(monitor.on_tick)
     sampler.start()
     outer = getattr(shell.displayhook, "exec_result", None)
     error: BaseException | None = None
@@ -61,6 +68,7 @@ def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> Capt
     finally:
         shell.displayhook.exec_result = outer
         samples = sampler.stop()
+        energy = ext.meter.end(energy_start, samples)
         status, error_type = status_of(error)
         if error is not None and outer is not None and result_error(outer) is None:
             outer.error_in_exec = error
@@ -73,10 +81,32 @@ def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> Capt
             count,
             name=options.name,
             params=params,
-            host=samples.summary(sampler.interval_s),
+            hardware=samples.summary(sampler.interval_s),
+            energy=energy,
         )
-        future = ext.writer.submit_run(run, {"host_samples": samples.columns})
+        future = ext.writer.submit_run(run, {"hardware_samples": samples.columns})
+        if monitor is not None:
+            monitor.freeze(run, sampler.latest)
     return CapturedRun(run, future)
+
+
+def _live_monitor(ext: ProvExtension, options: ProvrunOptions) -> LiveMonitor | None:
+    """The dashboard, where a notebook front end can show it; a failure only loses the view."""
+    if not live_view_supported(ext.shell):
+        return None
+    try:
+        monitor = LiveMonitor(
+            title=f"%%provrun {options.name or ''}".strip(),
+            gpus=ext.gpu.devices,
+            watts_per_core=ext.meter.config.watts_per_core,
+            carbon_intensity_g_per_kwh=ext.meter.config.carbon_intensity_g_per_kwh,
+            cpu_count=ext.host.cpu_count_logical,
+        )
+        monitor.show()
+    except Exception as error:  # noqa: BLE001 - the dashboard is optional, the run is not
+        ext.notices.warn("live", f"live dashboard unavailable ({error!r})")
+        return None
+    return monitor
 
 
 @dataclass(frozen=True)
@@ -92,14 +122,36 @@ class RunSummary:
             ("status", run.status + (f" ({run.error_type})" if run.error_type else "")),
             ("duration", f"{run.wall_time_s:.3f} s wall, {run.cpu_time_s:.3f} s CPU"),
         ]
-        host = run.host
-        if host and host.process_rss_bytes:
-            facts.append(("peak RSS", f"{host.process_rss_bytes.max / 2**20:.1f} MiB"))
-        if host and host.process_cpu_percent:
-            cpu = host.process_cpu_percent
-            facts.append(("process CPU", f"mean {cpu.mean:.0f} %, max {cpu.max:.0f} %"))
-        if host:
-            facts.append(("samples", f"{host.sample_count} at {1 / host.interval_s:g} Hz"))
+        hardware = run.hardware
+        if hardware is not None:
+            rss = hardware.get("process_rss_bytes")
+            cpu = hardware.get("process_cpu_percent")
+            if rss:
+                facts.append(("peak RSS", f"{rss.max / 2**20:.1f} MiB"))
+            if cpu:
+                facts.append(("process CPU", f"mean {cpu.mean:.0f} %, max {cpu.max:.0f} %"))
+            index = 0
+            while (util := hardware.get(f"gpu{index}_utilization_percent")) is not None:
+                text = f"utilisation mean {util.mean:.0f} %, max {util.max:.0f} %"
+                if memory := hardware.get(f"gpu{index}_memory_used_bytes"):
+                    text += f"; peak memory {memory.max / 2**20:.0f} MiB"
+                if power := hardware.get(f"gpu{index}_power_w"):
+                    text += f"; power mean {power.mean:.0f} W, max {power.max:.0f} W"
+                facts.append((f"GPU{index}", text))
+                index += 1
+            facts.append(("samples", f"{hardware.sample_count} at {1 / hardware.interval_s:g} Hz"))
+        if run.energy is not None:
+            parts = ", ".join(
+                f"{r.device} {r.energy_j:.1f} J ({r.method})" for r in run.energy.readings
+            )
+            facts.append(("energy", f"{run.energy.total_j:.1f} J: {parts}"))
+            facts.append(
+                (
+                    "CO2",
+                    f"{run.energy.co2_g:.3f} g (estimated at "
+                    f"{run.energy.carbon_intensity_g_per_kwh:g} g/kWh)",
+                )
+            )
         if run.params:
             facts.append(("params", ", ".join(f"{p.name}={p.value!r}" for p in run.params)))
         return facts

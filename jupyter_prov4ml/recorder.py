@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .identity import front_end_cell_id, source_sha256
-from .records import CellRef, CellRun, HostSummary, Param, RunKind, Status
+from .records import CellRef, CellRun, EnergyLedger, HardwareSummary, Param, RunKind, Status
 
 
 class RecordSink(Protocol):
@@ -70,7 +70,9 @@ class Recorder:
             return
         window = self._open(info.raw_cell or "", front_end_cell_id(info))
         self.current = window
-        self._sink.opened(window.run_id, "cell", window.sha256, window.cell_id, window.started_unix_s)
+        self._sink.opened(
+            window.run_id, "cell", window.sha256, window.cell_id, window.started_unix_s
+        )
 
     def open_detached(self, source: str) -> OpenWindow:
         """A window for code run outside the cell hooks (a magic called programmatically)."""
@@ -99,7 +101,9 @@ class Recorder:
         if window is None or window.closed:
             return None
         status, error_type = status_of(result_error(result))
-        run = self.close(window, "cell", status, error_type, getattr(result, "execution_count", None))
+        run = self.close(
+            window, "cell", status, error_type, getattr(result, "execution_count", None)
+        )
         self._sink.closed(run)
         return run
 
@@ -122,7 +126,8 @@ class Recorder:
         *,
         name: str | None = None,
         params: tuple[Param, ...] = (),
-        host: HostSummary | None = None,
+        hardware: HardwareSummary | None = None,
+        energy: EnergyLedger | None = None,
     ) -> CellRun:
         """Turn `window` into a record (once)."""
         end_perf_ns = time.perf_counter_ns()
@@ -148,5 +153,6 @@ class Recorder:
             error_type=error_type,
             name=name,
             params=params,
-            host=host,
+            hardware=hardware,
+            energy=energy,
         )

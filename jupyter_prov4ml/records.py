@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .energy import EnergyReading, co2_grams
+
 Status = Literal["ok", "failed", "interrupted", "crashed", "running"]
 RunKind = Literal["cell", "provrun"]
 ParamValue = str | int | float | bool | None
@@ -67,20 +69,48 @@ class SeriesSummary:
         finite = [v for v in values if math.isfinite(v)]
         if not finite:
             return None
-        return cls(len(values), values[0], values[-1], min(finite), max(finite), sum(finite) / len(finite))
+        return cls(
+            len(values), values[0], values[-1], min(finite), max(finite), sum(finite) / len(finite)
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class HostSummary:
-    """What the sampler saw during a run, in a few numbers."""
+class HardwareSummary:
+    """What the sampler saw during a run: a summary per sampled column (CPU, RAM, each GPU)."""
 
     sample_count: int
     interval_s: float
     downsample_factor: int
-    process_cpu_percent: SeriesSummary | None
-    process_rss_bytes: SeriesSummary | None
-    system_cpu_percent: SeriesSummary | None
-    system_memory_used_bytes: SeriesSummary | None
+    series: tuple[tuple[str, SeriesSummary], ...] = ()
+
+    def get(self, column: str) -> SeriesSummary | None:
+        for name, summary in self.series:
+            if name == column:
+                return summary
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyLedger:
+    """Energy of one window per device, each reading with its method, and the CO2 estimate."""
+
+    readings: tuple[EnergyReading, ...]
+    carbon_intensity_g_per_kwh: float
+
+    @property
+    def total_j(self) -> float:
+        return sum(reading.energy_j for reading in self.readings)
+
+    @property
+    def co2_g(self) -> float:
+        return co2_grams(self.total_j, self.carbon_intensity_g_per_kwh)
+
+    def component_j(self, component: str) -> float:
+        return sum(r.energy_j for r in self.readings if r.component == component)
+
+    def methods(self) -> str:
+        """The distinct methods, e.g. `estimated` or `measured-counter+estimated`."""
+        return "+".join(sorted({reading.method for reading in self.readings})) or "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +140,8 @@ class CellRun:
     error_type: str | None = None
     name: str | None = None
     params: tuple[Param, ...] = ()
-    host: HostSummary | None = None
+    hardware: HardwareSummary | None = None
+    energy: EnergyLedger | None = None
     data_files: tuple[DataFile, ...] = field(default=())
 
     @property

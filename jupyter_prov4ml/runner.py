@@ -50,7 +50,8 @@ class CellIdNotebookClient(NotebookClient):  # type: ignore[misc]
 
     async def async_start_new_kernel_client(self) -> Any:
         client = await super().async_start_new_kernel_client()
-        client.execute = self._execute_with_cell_id
+        # jupyter_client's execute() takes no metadata; this instance's sends the cell id.
+        client.execute = self._execute_with_cell_id  # type: ignore[method-assign]
         return client
 
     def _execute_with_cell_id(
@@ -62,22 +63,24 @@ class CellIdNotebookClient(NotebookClient):  # type: ignore[misc]
         allow_stdin: bool | None = None,
         stop_on_error: bool = True,
     ) -> str:
+        client: Any = self.kc
         content = {
             "code": code,
             "silent": silent,
             "store_history": store_history,
             "user_expressions": user_expressions or {},
-            "allow_stdin": self.kc.allow_stdin if allow_stdin is None else allow_stdin,
+            "allow_stdin": client.allow_stdin if allow_stdin is None else allow_stdin,
             "stop_on_error": stop_on_error,
         }
         metadata = {"cellId": self._cell_id} if self._cell_id else {}
-        msg = self.kc.session.msg("execute_request", content, metadata=metadata)
-        self.kc.shell_channel.send(msg)
+        msg = client.session.msg("execute_request", content, metadata=metadata)
+        client.shell_channel.send(msg)
         return str(msg["header"]["msg_id"])
 
     async def _flush_provenance(self) -> None:
-        if self.kc is not None:
-            await self.kc.execute_interactive(_FLUSH_CODE, silent=True, timeout=60)
+        client: Any = self.kc
+        if client is not None:
+            await client.execute_interactive(_FLUSH_CODE, silent=True, timeout=60)
 
 
 @dataclass(frozen=True, slots=True)

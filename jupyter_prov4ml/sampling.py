@@ -1,84 +1,133 @@
-"""The sampler thread: reads the host at a fixed rate into bounded column buffers and tells
-subscribers (the live view) about each sample. All hardware reads happen here, never in a hook."""
+"""The sampler thread: reads the host and the GPUs at a fixed rate into bounded column buffers
+and tells subscribers (the live view) about each tick. All periodic hardware reads happen here,
+never in a cell hook."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from .notices import Notices
-from .records import HostSample, HostSummary, SeriesSummary
+from .probes.gpu import GpuReader, GpuSample, GpuUnavailable
+from .records import HardwareSummary, HostSample, SeriesSummary
 
 DEFAULT_INTERVAL_S = 0.1
 # One hour at 10 Hz at full resolution; older samples are thinned so memory stays bounded
-# however long the cell runs (a 24-hour cell keeps ~36k samples, not 864k).
+# however long the cell runs (a 24-hour cell keeps < 36k samples per column, not 864k).
 DEFAULT_CAPACITY = 36_000
 # A reader that keeps failing is switched off rather than retried at 10 Hz forever.
 MAX_CONSECUTIVE_FAILURES = 3
 
+_HOST_FIELDS = (
+    "process_cpu_percent",
+    "process_rss_bytes",
+    "system_cpu_percent",
+    "system_memory_used_bytes",
+)
+GPU_FIELDS = (
+    "utilization_percent",
+    "memory_utilization_percent",
+    "memory_used_bytes",
+    "power_w",
+    "temperature_c",
+    "sm_clock_mhz",
+    "process_memory_bytes",
+    "energy_mj",
+)
 
-class SampleReader(Protocol):
+
+class HostSource(Protocol):
     def prime(self) -> None: ...
 
     def read(self, elapsed_s: float) -> HostSample: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Everything read at one instant."""
+
+    elapsed_s: float
+    host: HostSample | None
+    gpus: tuple[GpuSample, ...]
+
+    def columns(self) -> dict[str, float]:
+        values: dict[str, float] = {"elapsed_s": self.elapsed_s}
+        if self.host is not None:
+            for name in _HOST_FIELDS:
+                values[name] = float(getattr(self.host, name))
+        for gpu in self.gpus:
+            for name in GPU_FIELDS:
+                value = getattr(gpu, name)
+                values[f"gpu{gpu.index}_{name}"] = math.nan if value is None else float(value)
+        return values
+
+
 class SampleColumns:
-    """Host samples stored column-wise with a fixed capacity.
+    """Samples stored column-wise with a fixed capacity.
 
     When full, every other stored sample is dropped and only every `downsample_factor`-th new
-    sample is kept, so the series stays evenly spaced at a coarser interval.
+    sample is kept, so the series stays evenly spaced at a coarser interval. A column that
+    appears late (or a field that disappears) is padded with NaN so all columns stay aligned.
     """
-
-    FIELDS = (
-        "elapsed_s",
-        "process_cpu_percent",
-        "process_rss_bytes",
-        "system_cpu_percent",
-        "system_memory_used_bytes",
-    )
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = max(2, capacity)
         self.downsample_factor = 1
         self._seen = 0
-        self.columns: dict[str, list[float]] = {name: [] for name in self.FIELDS}
+        self.columns: dict[str, list[float]] = {"elapsed_s": []}
 
     def __len__(self) -> int:
         return len(self.columns["elapsed_s"])
 
-    def append(self, sample: HostSample) -> None:
+    def append(self, values: dict[str, float]) -> None:
         self._seen += 1
         if (self._seen - 1) % self.downsample_factor:
             return
-        for name in self.FIELDS:
-            self.columns[name].append(getattr(sample, name))
+        length = len(self)
+        for name, value in values.items():
+            column = self.columns.get(name)
+            if column is None:
+                column = self.columns[name] = [math.nan] * length
+            column.append(value)
+        for column in self.columns.values():
+            if len(column) == length:
+                column.append(math.nan)
         if len(self) >= self.capacity:
-            for name in self.FIELDS:
+            for name in self.columns:
                 self.columns[name] = self.columns[name][::2]
             self.downsample_factor *= 2
 
-    def summary(self, interval_s: float) -> HostSummary:
-        cols = self.columns
-        return HostSummary(
-            sample_count=len(self),
-            interval_s=interval_s,
-            downsample_factor=self.downsample_factor,
-            process_cpu_percent=SeriesSummary.of(cols["process_cpu_percent"]),
-            process_rss_bytes=SeriesSummary.of(cols["process_rss_bytes"]),
-            system_cpu_percent=SeriesSummary.of(cols["system_cpu_percent"]),
-            system_memory_used_bytes=SeriesSummary.of(cols["system_memory_used_bytes"]),
-        )
+    def copy(self) -> SampleColumns:
+        twin = SampleColumns(self.capacity)
+        twin.downsample_factor = self.downsample_factor
+        twin.columns = {name: list(values) for name, values in list(self.columns.items())}
+        return twin
+
+    def column(self, name: str) -> list[float]:
+        return self.columns.get(name, [])
+
+    def summary(self, interval_s: float) -> HardwareSummary:
+        series = []
+        for name, values in self.columns.items():
+            if name == "elapsed_s" or name.endswith("_energy_mj"):
+                continue
+            summary = SeriesSummary.of(values)
+            if summary is not None:
+                series.append((name, summary))
+        return HardwareSummary(len(self), interval_s, self.downsample_factor, tuple(series))
 
 
 class Sampler:
-    """Samples `reader` every `interval_s` on a daemon thread until `stop()`."""
+    """Samples the host (and GPUs) every `interval_s` on a daemon thread until `stop()`."""
 
     def __init__(
         self,
-        reader: SampleReader,
+        host: HostSource,
+        gpu: GpuReader,
         notices: Notices,
         interval_s: float = DEFAULT_INTERVAL_S,
         capacity: int = DEFAULT_CAPACITY,
@@ -87,38 +136,48 @@ class Sampler:
             raise ValueError("the sampling interval must be positive")
         self.interval_s = interval_s
         self.samples = SampleColumns(capacity)
-        self._reader = reader
+        self._host: HostSource | None = host
+        self._gpu: GpuReader | None = gpu if gpu.available else None
         self._notices = notices
-        self._subscribers: list[Callable[[HostSample], None]] = []
+        self._subscribers: list[Callable[[Tick], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
-        self._failures = 0
-        self.latest: HostSample | None = None
+        self._host_failures = 0
+        self.latest: Tick | None = None
 
-    def subscribe(self, callback: Callable[[HostSample], None]) -> None:
+    def subscribe(self, callback: Callable[[Tick], None]) -> None:
         self._subscribers.append(callback)
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
-        self._thread = threading.Thread(target=self._run, name="jupyter-prov4ml-sampler", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="jupyter-prov4ml-sampler", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> SampleColumns:
-        """Stop, take one last sample so the series covers the whole window, and return it."""
+        """Stop after one last sample, so the series covers the whole window, and return it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+            if self._thread.is_alive():
+                # A probe hung: stop listening to it and keep what was sampled so far.
+                self._subscribers.clear()
+                self.samples = self.samples.copy()
         return self.samples
 
     def _run(self) -> None:
+        if self._host is not None:
+            try:
+                self._host.prime()
+            # The sampler is a fault boundary: whatever a probe raises must not kill the
+            # thread or reach the user's cell; it is reported once and that probe dropped.
+            except Exception as error:  # noqa: BLE001
+                self._notices.warn("sampler", f"host sampling unavailable ({error!r})")
+                self._host = None
         # Deadlines are absolute so the rate does not drift by the cost of each tick; a tick
-        # that overran simply moves on to the next deadline instead of bursting to catch up.
-        try:
-            self._reader.prime()
-        except Exception as error:  # noqa: BLE001 - see _tick
-            self._notices.warn("sampler", f"host sampling unavailable ({error!r})")
-            self._failures = MAX_CONSECUTIVE_FAILURES
+        # that overran moves on to the next deadline instead of bursting to catch up.
         deadline = self._t0
         while True:
             deadline += self.interval_s
@@ -131,25 +190,39 @@ class Sampler:
         self._tick()
 
     def _tick(self) -> None:
-        if self._failures >= MAX_CONSECUTIVE_FAILURES:
-            return
-        try:
-            sample = self._reader.read(time.perf_counter() - self._t0)
-        # The sampler is a fault boundary: whatever a probe raises must not kill the thread
-        # or reach the user's cell; it is reported once and the probe is given up on.
-        except Exception as error:  # noqa: BLE001
-            self._failures += 1
-            if self._failures >= MAX_CONSECUTIVE_FAILURES:
-                self._notices.warn(
-                    "sampler", f"host sampling stopped after repeated errors ({error!r})"
-                )
-            return
-        self._failures = 0
-        self.latest = sample
-        self.samples.append(sample)
+        elapsed_s = time.perf_counter() - self._t0
+        tick = Tick(elapsed_s, self._read_host(elapsed_s), self._read_gpus())
+        self.latest = tick
+        self.samples.append(tick.columns())
         for callback in tuple(self._subscribers):
             try:
-                callback(sample)
+                callback(tick)
             except Exception as error:  # noqa: BLE001 - a view must not stop sampling
                 self._notices.warn("subscriber", f"live view stopped updating ({error!r})")
                 self._subscribers.remove(callback)
+
+    def _read_host(self, elapsed_s: float) -> HostSample | None:
+        if self._host is None:
+            return None
+        try:
+            sample = self._host.read(elapsed_s)
+        except Exception as error:  # noqa: BLE001 - see _run
+            self._host_failures += 1
+            if self._host_failures >= MAX_CONSECUTIVE_FAILURES:
+                self._notices.warn("sampler", f"host sampling stopped after errors ({error!r})")
+                self._host = None
+            return None
+        self._host_failures = 0
+        return sample
+
+    def _read_gpus(self) -> tuple[GpuSample, ...]:
+        if self._gpu is None:
+            return ()
+        try:
+            return self._gpu.read()
+        except GpuUnavailable as lost:
+            self._notices.warn("gpu", f"GPU sampling stopped: {lost}; the run is still saved")
+        except Exception as error:  # noqa: BLE001 - see _run
+            self._notices.warn("gpu", f"GPU sampling stopped after an error ({error!r})")
+        self._gpu = None
+        return ()

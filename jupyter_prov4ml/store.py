@@ -1,9 +1,9 @@
 """The on-disk store: where things live, atomic writes, and reading runs back.
 
-    <store>/sessions/<session_id>/journal.jsonl          append-only event log
-    <store>/sessions/<session_id>/session.prov.json      PROV-JSON of the session's plain cells
-    <store>/sessions/<session_id>/runs/<run_id>.prov.json        one per %%provrun
-    <store>/sessions/<session_id>/runs/<run_id>.<role>.parquet   its data files
+<store>/sessions/<session_id>/journal.jsonl          append-only event log
+<store>/sessions/<session_id>/session.prov.json      PROV-JSON of the session's plain cells
+<store>/sessions/<session_id>/runs/<run_id>.prov.json        one per %%provrun
+<store>/sessions/<session_id>/runs/<run_id>.<role>.parquet   its data files
 """
 
 from __future__ import annotations
@@ -129,4 +129,3 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-

@@ -7,6 +7,7 @@ written when it works again; the user hears about it once, through `Notices`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -92,7 +93,9 @@ class StoreWriter:
     # -- main-thread side: cheap ----------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="jupyter-prov4ml-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="jupyter-prov4ml-writer", daemon=True
+        )
         self._thread.start()
 
     def opened(
@@ -202,10 +205,8 @@ class StoreWriter:
         self._failing = True
         self.notices.reset("store-recovered")
         if self._journal is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._journal.close()
-            except OSError:
-                pass
             self._journal = None
         self.notices.warn(
             _NOTICE_KEY,
@@ -229,6 +230,10 @@ class StoreWriter:
         if isinstance(item, _RunJob):
             self._write_run(item)
             return True
+        # Everything before the marker must be readable by whoever waits on it: push the
+        # journal's buffer to the OS before saying so.
+        if self._journal is not None:
+            self._journal.flush()
         if item.write_session_document and self._plain_cells_since_document:
             self._write_session_document()
         item.done.set()
@@ -246,9 +251,13 @@ class StoreWriter:
             job.future.set_result(job.document)
         path = self.store.run_path(run, ".prov.json")
         atomic_write_bytes(path, provmodel.serialize(job.document).encode("utf-8"))
-        self._journal_line("close", {"run": run_to_dict(run), "prov_path": self.store.relpath(path)})
+        self._journal_line(
+            "close", {"run": run_to_dict(run), "prov_path": self.store.relpath(path)}
+        )
 
-    def _data_file(self, run: CellRun, role: str, columns: Mapping[str, Sequence[float]]) -> DataFile:
+    def _data_file(
+        self, run: CellRun, role: str, columns: Mapping[str, Sequence[float]]
+    ) -> DataFile:
         from .columnar import parquet_bytes
 
         data = parquet_bytes(columns)

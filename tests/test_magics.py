@@ -14,14 +14,20 @@ from conftest import closed_runs, deserialize_strict, displayed, extension_of, j
 
 
 def flush(shell: Any) -> None:
-    assert extension_of(shell).writer.flush(timeout_s=30)
+    """Write everything pending; fail with our own notices if the writer skipped anything."""
+    extension = extension_of(shell)
+    assert extension.writer.flush(timeout_s=30)
+    pending = extension.notices.drain()
+    assert not [m for m in pending if "could not save" in m], pending
 
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_load_prints_one_line_with_store_and_hardware(shell: Any, store_dir: Path, capsys: Any) -> None:
+def test_load_prints_one_line_with_store_and_hardware(
+    shell: Any, store_dir: Path, capsys: Any
+) -> None:
     """`%load_ext` says where the store is and what CPU/GPU it found, in one line."""
     shell.run_cell("%load_ext jupyter_prov4ml")
     lines = [line for line in capsys.readouterr().out.splitlines() if line]
@@ -55,7 +61,11 @@ def test_failed_and_interrupted_cells(loaded: Any, store_dir: Path) -> None:
     loaded.run_cell("pass", store_history=True)
     flush(loaded)
     statuses = [(r["status"], r["error_type"]) for r in closed_runs(store_dir)]
-    assert statuses == [("failed", "ZeroDivisionError"), ("interrupted", "KeyboardInterrupt"), ("ok", None)]
+    assert statuses == [
+        ("failed", "ZeroDivisionError"),
+        ("interrupted", "KeyboardInterrupt"),
+        ("ok", None),
+    ]
 
 
 PROVRUN = """%%provrun --name baseline --param lr=0.01 --param epochs=3 --no-graph
@@ -84,7 +94,9 @@ def test_provrun_records_params_from_both_sources(loaded: Any, store_dir: Path) 
     assert run["name"] == "baseline"
     assert run["cell"]["sha256"] == sha(PROVRUN)
     assert run["cell"]["cell_id"] == "train-1"
-    assert run["host"]["sample_count"] >= 1
+    assert run["hardware"]["sample_count"] >= 1
+    (cpu,) = [r for r in run["energy"]["readings"] if r["component"] == "cpu"]
+    assert cpu["method"] == "estimated" and cpu["energy_j"] >= 0
 
 
 def test_provrun_document_reads_back_with_prov(loaded: Any, store_dir: Path) -> None:
@@ -98,7 +110,7 @@ def test_provrun_document_reads_back_with_prov(loaded: Any, store_dir: Path) -> 
     provn = doc.get_provn()
     assert "used(" in provn and "wasAssociatedWith(" in provn and "wasGeneratedBy(" in provn
     assert "p4m:param_" in provn and "prov:SoftwareAgent" in provn and "prov:Person" in provn
-    (samples,) = store_dir.glob("sessions/*/runs/*.host_samples.parquet")
+    (samples,) = store_dir.glob("sessions/*/runs/*.hardware_samples.parquet")
     assert hashlib.sha256(samples.read_bytes()).hexdigest() in text
 
 
@@ -111,9 +123,13 @@ def test_provrun_expands_variables_in_the_line(loaded: Any, store_dir: Path) -> 
     assert run["params"] == [{"name": "lr", "value": 0.5, "source": "magic"}]
 
 
-def test_provrun_failure_shows_one_normal_traceback(loaded: Any, store_dir: Path, capsys: Any) -> None:
+def test_provrun_failure_shows_one_normal_traceback(
+    loaded: Any, store_dir: Path, capsys: Any
+) -> None:
     """A failing body shows the user's traceback once, fails the cell, and is saved `failed`."""
-    result = loaded.run_cell("%%provrun --no-graph\nx = 1\nraise ValueError('boom')\n", store_history=True)
+    result = loaded.run_cell(
+        "%%provrun --no-graph\nx = 1\nraise ValueError('boom')\n", store_history=True
+    )
     out = capsys.readouterr()
     text = out.out + out.err
     assert text.count("ValueError") >= 1 and text.count("Traceback") <= 1
@@ -138,7 +154,10 @@ def test_provrun_shows_summary_and_graph(loaded: Any) -> None:
     bundles = displayed(loaded)
     texts = [b.get("text/plain", "") for b in bundles]
     assert any("duration" in t and "lr=0.1" in t and "peak RSS" in t for t in texts)
-    assert any("jp-prov4ml-graph" in b.get("text/html", "") or "DOT" in b.get("text/plain", "") for b in bundles)
+    assert any(
+        "jp-prov4ml-graph" in b.get("text/html", "") or "DOT" in b.get("text/plain", "")
+        for b in bundles
+    )
 
 
 @pytest.mark.parametrize(
@@ -153,7 +172,9 @@ def test_bad_arguments_raise_usage_error(loaded: Any, line: str) -> None:
     assert "ran" not in loaded.user_ns
 
 
-def test_bad_arguments_from_a_cell_fail_it_without_recording_a_run(loaded: Any, store_dir: Path) -> None:
+def test_bad_arguments_from_a_cell_fail_it_without_recording_a_run(
+    loaded: Any, store_dir: Path
+) -> None:
     """From a cell, a UsageError fails the cell; the cell is recorded as failed, no provrun."""
     result = loaded.run_cell("%%provrun --param lr\nran = True\n", store_history=True)
     assert not result.success

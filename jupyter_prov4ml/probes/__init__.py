@@ -1,0 +1,1 @@
+"""Hardware readings: the host through psutil and /proc, NVIDIA GPUs through NVML."""

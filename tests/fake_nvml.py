@@ -1,0 +1,251 @@
+"""A faithful stand-in for the `pynvml` module, for tests on machines without a GPU.
+
+`FakeNvml` is a real `ModuleType` whose functions have pynvml's names and signatures, raise
+pynvml's own exception classes (`NVMLError(code)` maps to the same subclasses, because they
+are the same classes) and return pynvml's own result types: the ctypes structs for
+utilisation and memory, `nvmlFriendlyObject`s for process lists, milliwatts for power and
+millijoules for energy. `tests/test_gpu_probe.py` checks the names and signatures against the
+installed pynvml.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pynvml
+
+
+@dataclass
+class FakeGpu:
+    """One simulated GPU. Units are NVML's: bytes, percent, milliwatts, millijoules, MHz."""
+
+    name: str = "NVIDIA H100 80GB HBM3"
+    uuid: str = "GPU-2f6e1c4a-0000-4000-8000-000000000000"
+    memory_total_bytes: int = 80 * 2**30
+    memory_used_bytes: int = 2 * 2**30
+    utilization_gpu: int = 50
+    utilization_memory: int = 20
+    power_mw: int = 300_000
+    power_limit_mw: int = 700_000
+    temperature_c: int = 45
+    sm_clock_mhz: int = 1980
+    architecture: int = pynvml.NVML_DEVICE_ARCH_HOPPER
+    has_energy_counter: bool = True
+    energy_mj: int = 5_000_000
+    # (pid, usedGpuMemory) entries; usedGpuMemory None is what pynvml reports under WDDM.
+    compute_processes: list[tuple[int, int | None]] = field(default_factory=list)
+    graphics_processes: list[tuple[int, int | None]] = field(default_factory=list)
+    # pynvml function names this GPU answers with NVML_ERROR_NOT_SUPPORTED (or another code).
+    unsupported: set[str] = field(default_factory=set)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class _Handle:
+    """Opaque like pynvml's `c_nvmlDevice_t` pointer: callers only pass it back."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"<fake nvmlDevice {self.index}>"
+
+
+class FakeNvml(ModuleType):
+    """The pynvml functions jupyter_prov4ml uses, over a list of `FakeGpu`s.
+
+    Switches: `init_error` (an NVML_ERROR_* code raised by nvmlInit), `legacy_bytes` (return
+    C strings as bytes, as pynvml < 11.5 did), `fail_after(k, code)` (after k more device
+    queries every query raises `code`, e.g. a GPU falling off the bus), `advance(seconds)`
+    (time passes: each energy counter grows by its GPU's power × seconds).
+    """
+
+    def __init__(
+        self,
+        gpus: Sequence[FakeGpu] = (),
+        *,
+        driver_version: str = "550.54.15",
+        cuda_driver_version: int = 12040,
+        init_error: int | None = None,
+        legacy_bytes: bool = False,
+    ) -> None:
+        super().__init__("pynvml")
+        # Constants and the exception hierarchy are pynvml's own objects.
+        for name in dir(pynvml):
+            if name.startswith(("NVML_", "NVMLError")) or name == "NVMLLibraryMismatchError":
+                setattr(self, name, getattr(pynvml, name))
+        self.gpus = list(gpus)
+        self.driver_version = driver_version
+        self.cuda_driver_version = cuda_driver_version
+        self.init_error = init_error
+        self.legacy_bytes = legacy_bytes
+        self.refcount = 0
+        self.init_calls = 0
+        self.shutdown_calls = 0
+        self.calls: dict[str, int] = {}
+        self._fail_countdown: int | None = None
+        self._fail_code = pynvml.NVML_ERROR_GPU_IS_LOST
+
+    # --- test controls -------------------------------------------------------------------
+
+    def fail_after(self, calls: int, code: int = pynvml.NVML_ERROR_GPU_IS_LOST) -> None:
+        """After `calls` more device queries, every device query raises NVMLError(code)."""
+        self._fail_countdown = calls
+        self._fail_code = code
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass: each counter grows by power (mW) × seconds = millijoules."""
+        for gpu in self.gpus:
+            gpu.energy_mj += round(gpu.power_mw * seconds)
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _string(self, value: str) -> Any:
+        return value.encode() if self.legacy_bytes else value
+
+    def _enter(self, function: str, handle: _Handle | None = None) -> FakeGpu | None:
+        """Count the call and raise what real NVML would raise for it."""
+        self.calls[function] = self.calls.get(function, 0) + 1
+        if self.refcount == 0:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+        if self._fail_countdown is not None and function.startswith("nvmlDevice"):
+            if self._fail_countdown <= 0:
+                raise pynvml.NVMLError(self._fail_code)
+            self._fail_countdown -= 1
+        if handle is None:
+            return None
+        if not isinstance(handle, _Handle) or not 0 <= handle.index < len(self.gpus):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        gpu = self.gpus[handle.index]
+        if function in gpu.errors:
+            raise pynvml.NVMLError(gpu.errors[function])
+        if function in gpu.unsupported:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return gpu
+
+    def _gpu(self, function: str, handle: _Handle) -> FakeGpu:
+        gpu = self._enter(function, handle)
+        assert gpu is not None
+        return gpu
+
+    # --- the pynvml surface ----------------------------------------------------------------
+
+    def nvmlInit(self) -> None:
+        self.init_calls += 1
+        if self.init_error is not None:
+            raise pynvml.NVMLError(self.init_error)
+        self.refcount += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdown_calls += 1
+        self._enter("nvmlShutdown")
+        self.refcount -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> Any:
+        self._enter("nvmlSystemGetDriverVersion")
+        return self._string(self.driver_version)
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        self._enter("nvmlSystemGetCudaDriverVersion")
+        return self.cuda_driver_version
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._enter("nvmlDeviceGetCount")
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
+        self._enter("nvmlDeviceGetHandleByIndex")
+        if not 0 <= index < len(self.gpus):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return _Handle(index)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> _Handle:
+        self._enter("nvmlDeviceGetHandleByUUID")
+        text = uuid.decode() if isinstance(uuid, bytes) else uuid
+        for index, gpu in enumerate(self.gpus):
+            if gpu.uuid == text:
+                return _Handle(index)
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+
+    def nvmlDeviceGetIndex(self, handle: _Handle) -> int:
+        self._gpu("nvmlDeviceGetIndex", handle)
+        return handle.index
+
+    def nvmlDeviceGetUUID(self, handle: _Handle) -> Any:
+        return self._string(self._gpu("nvmlDeviceGetUUID", handle).uuid)
+
+    def nvmlDeviceGetName(self, handle: _Handle) -> Any:
+        return self._string(self._gpu("nvmlDeviceGetName", handle).name)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: _Handle, version: int | None = None) -> Any:
+        gpu = self._gpu("nvmlDeviceGetMemoryInfo", handle)
+        if version:
+            raise NotImplementedError("the fake models the v1 struct only")
+        used = gpu.memory_used_bytes
+        return pynvml.c_nvmlMemory_t(
+            total=gpu.memory_total_bytes, free=gpu.memory_total_bytes - used, used=used
+        )
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: _Handle) -> int:
+        return self._gpu("nvmlDeviceGetEnforcedPowerLimit", handle).power_limit_mw
+
+    def nvmlDeviceGetArchitecture(self, device: _Handle) -> int:
+        return self._gpu("nvmlDeviceGetArchitecture", device).architecture
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
+        gpu = self._gpu("nvmlDeviceGetTotalEnergyConsumption", handle)
+        if not gpu.has_energy_counter:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return gpu.energy_mj
+
+    def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> Any:
+        gpu = self._gpu("nvmlDeviceGetUtilizationRates", handle)
+        return pynvml.c_nvmlUtilization_t(gpu=gpu.utilization_gpu, memory=gpu.utilization_memory)
+
+    def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
+        return self._gpu("nvmlDeviceGetPowerUsage", handle).power_mw
+
+    def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
+        gpu = self._gpu("nvmlDeviceGetTemperature", handle)
+        if sensor != pynvml.NVML_TEMPERATURE_GPU:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return gpu.temperature_c
+
+    def nvmlDeviceGetClockInfo(self, handle: _Handle, type: int) -> int:
+        gpu = self._gpu("nvmlDeviceGetClockInfo", handle)
+        if type != pynvml.NVML_CLOCK_SM:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return gpu.sm_clock_mhz
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list[Any]:
+        gpu = self._gpu("nvmlDeviceGetComputeRunningProcesses", handle)
+        return _processes(gpu.compute_processes)
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: _Handle) -> list[Any]:
+        gpu = self._gpu("nvmlDeviceGetGraphicsRunningProcesses", handle)
+        return _processes(gpu.graphics_processes)
+
+
+def _processes(entries: Sequence[tuple[int, int | None]]) -> list[Any]:
+    """Built the way pynvml builds them: a ctypes struct turned into a friendly object."""
+    result = []
+    for pid, used in entries:
+        struct = pynvml.c_nvmlProcessInfo_v3_t(
+            pid=pid,
+            usedGpuMemory=0 if used is None else used,
+            gpuInstanceId=0xFFFFFFFF,
+            computeInstanceId=0xFFFFFFFF,
+        )
+        obj = pynvml.nvmlStructToFriendlyObject(struct)
+        if used is None:
+            obj.usedGpuMemory = None
+        result.append(obj)
+    return result
+
+
+def own_pid() -> int:
+    """This test process's PID, as NVML would list it."""
+    return os.getpid()
