@@ -98,7 +98,7 @@ def read_journal(path: Path) -> JournalState:
                 run = run_from_dict(entry["run"])
                 closed[run.run_id] = (run, entry.get("prov_path"))
                 opened.pop(run.run_id, None)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             bad += 1
     return JournalState(session, closed, opened, bad)
 

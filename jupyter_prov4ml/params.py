@@ -6,11 +6,13 @@ from __future__ import annotations
 import ast
 import math
 import re
+import warnings
 
 from .records import Param, ParamValue
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _MAX_SOURCE_CHARS = 1_000_000
+MAX_STRING_CHARS = 1_000
 
 
 class ParamError(ValueError):
@@ -38,8 +40,12 @@ def literal_or_text(raw: str) -> ParamValue:
 
 
 def scalar_or_none(value: object) -> ParamValue:
-    """`value` if it is a JSON-friendly scalar, else None (containers are summarised as text)."""
-    if isinstance(value, bool | int | str) or value is None:
+    """`value` if it is a JSON-friendly scalar, else None (containers are summarised as text).
+
+    Strings longer than MAX_STRING_CHARS are not parameters (a 1 MB literal is data)."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_STRING_CHARS else None
+    if isinstance(value, bool | int) or value is None:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
@@ -56,7 +62,11 @@ def literal_assignments(source: str) -> list[Param]:
     if len(source) > _MAX_SOURCE_CHARS:
         return []
     try:
-        tree = ast.parse(source)
+        # The cell itself warns about its own invalid escapes when it runs; parsing it again
+        # here must not repeat those warnings.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return []
     found: dict[str, Param] = {}

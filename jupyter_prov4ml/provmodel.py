@@ -7,6 +7,7 @@ document is ~12× slower than plain dicts).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import re
 from collections.abc import Iterable
@@ -29,7 +30,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 def safe_local(text: str) -> str:
     """A PROV-N-writable local identifier part (prov ≥ 3.3 rejects anything else)."""
     cleaned = _UNSAFE.sub("_", text) or "_"
-    return cleaned if cleaned == text else f"{cleaned}_{abs(hash(text)) % 10**6:06d}"
+    if cleaned == text:
+        return text
+    # A stable suffix (not hash(), which changes per process) keeps ids equal across the
+    # kernel's documents and those the CLI rebuilds, and distinct for `a:b` and `a+b`.
+    return f"{cleaned}_{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 class _Builder:

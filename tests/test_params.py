@@ -1,0 +1,309 @@
+"""Parameters: `--param NAME=VALUE` parsing and literal top-level assignments, read without
+ever evaluating the user's code."""
+
+from __future__ import annotations
+
+import keyword
+import math
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jupyter_prov4ml.params import ParamError, literal_assignments, parse_param_option
+from jupyter_prov4ml.records import Param
+
+# -- parse_param_option ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "value"),
+    [
+        ("lr=0.01", "lr", 0.01),
+        ("epochs=3", "epochs", 3),
+        ("epochs=-3", "epochs", -3),
+        ("scale=1e-3", "scale", 0.001),
+        ("big=12345678901234567890", "big", 12345678901234567890),
+        ("opt=sgd", "opt", "sgd"),
+        ("opt='adam'", "opt", "adam"),
+        ('opt="two words"', "opt", "two words"),
+        ("opt='  padded  '", "opt", "  padded  "),
+        ("msg=hello world", "msg", "hello world"),
+        ("  lr  =  0.5  ", "lr", 0.5),
+        ("flag=True", "flag", True),
+        ("nothing=None", "nothing", None),
+        ("lr=", "lr", ""),
+        ("expr=1e3*2", "expr", "1e3*2"),
+        ("eq=a=b", "eq", "a=b"),
+        ("model.lr=0.1", "model.lr", 0.1),
+        ("warm-up=5", "warm-up", 5),
+        ("_private=1", "_private", 1),
+        ("shape=(3, 4)", "shape", "(3, 4)"),
+        ("inf=1e999", "inf", "inf"),
+        ("z=1j", "z", "1j"),
+    ],
+)
+def test_parse_param_option_values(text: str, name: str, value: object) -> None:
+    """Values are Python scalar literals where they parse (containers as text), else the text."""
+    param = parse_param_option(text)
+    assert param == Param(name, value, "magic")
+    assert type(param.value) is type(value)
+
+
+@pytest.mark.parametrize("text", ["lr", "", "lr 0.01", "lr:0.01"])
+def test_parse_param_option_without_equals(text: str) -> None:
+    """A `--param` without `=` is a ParamError naming the expected NAME=VALUE form."""
+    with pytest.raises(ParamError, match="NAME=VALUE"):
+        parse_param_option(text)
+
+
+@pytest.mark.parametrize("text", ["=3", " =3", "1lr=3", "l r=3", "lr!=3", "ñ?=1", "$x=1", "a/b=2"])
+def test_parse_param_option_bad_names(text: str) -> None:
+    """A name that is not an identifier (dots and dashes allowed) is a ParamError."""
+    with pytest.raises(ParamError, match="not an identifier"):
+        parse_param_option(text)
+
+
+def test_parse_param_option_never_evaluates(tmp_path: Path) -> None:
+    """Code given as a value is kept as text and never run."""
+    marker = tmp_path / "pwned"
+    text = f"lr=__import__('os').system('touch {marker}')"
+    param = parse_param_option(text)
+    assert param.value == text.partition("=")[2]
+    assert not marker.exists()
+
+
+# -- literal_assignments --------------------------------------------------------------------
+
+
+def test_literal_assignments_plain_and_annotated() -> None:
+    """Plain and annotated top-level assignments of literals are found, in order, typed."""
+    source = (
+        "batch_size = 64\n"
+        "lr: float = 1e-3\n"
+        "name = 'resnet'\n"
+        "use_amp = False\n"
+        "seed = None\n"
+        "momentum = -0.9\n"
+        "layers = [64, 128]\n"
+    )
+    assert literal_assignments(source) == [
+        Param("batch_size", 64, "literal"),
+        Param("lr", 0.001, "literal"),
+        Param("name", "resnet", "literal"),
+        Param("use_amp", False, "literal"),
+        Param("seed", None, "literal"),
+        Param("momentum", -0.9, "literal"),
+        Param("layers", "[64, 128]", "literal"),
+    ]
+
+
+def test_literal_assignments_ignores_what_is_not_a_simple_literal_binding() -> None:
+    """Tuple targets, attributes, subscripts, bare annotations, augmented and nested
+    assignments and non-literal values are all ignored."""
+    source = (
+        "a, b = 1, 2\n"
+        "(c, d) = (3, 4)\n"
+        "[e] = [5]\n"
+        "obj.attr = 6\n"
+        "table['k'] = 7\n"
+        "self.x: int = 8\n"
+        "declared: int\n"
+        "total = 0\n"
+        "total += 9\n"
+        "x = f()\n"
+        "y = 2 * 3\n"
+        "z = some_name\n"
+        "w = [i for i in range(3)]\n"
+        "blob = b'bytes'\n"
+        "cplx = 1j\n"
+        "def g():\n"
+        "    inner = 10\n"
+        "if True:\n"
+        "    nested = 11\n"
+        "for i in range(1):\n"
+        "    looped = 12\n"
+    )
+    assert literal_assignments(source) == [Param("total", 0, "literal")]
+
+
+def test_literal_assignments_chained_targets() -> None:
+    """`a = b = 1` records both names."""
+    assert literal_assignments("a = b = 1\n") == [
+        Param("a", 1, "literal"),
+        Param("b", 1, "literal"),
+    ]
+
+
+def test_literal_assignments_last_one_wins() -> None:
+    """A name assigned twice keeps the last literal, placed where it was last assigned."""
+    source = "lr = 0.1\nepochs = 3\nlr = 0.01\n"
+    assert literal_assignments(source) == [
+        Param("epochs", 3, "literal"),
+        Param("lr", 0.01, "literal"),
+    ]
+
+
+def test_literal_assignments_rebinding_to_non_literal_keeps_the_literal() -> None:
+    """A later non-literal binding of the same name does not remove the earlier literal."""
+    assert literal_assignments("lr = 0.1\nlr = compute()\n") == [Param("lr", 0.1, "literal")]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "%time x = 1",
+        "!ls\nx = 1",
+        "x = 1\n%matplotlib inline",
+        "x = 1\nfiles = !ls",
+        "x = 1\nx?",
+        "x = (1",
+        "x = 1\n  y = 2",
+        "x = 1\x00",
+        "def f(:\n",
+    ],
+)
+def test_literal_assignments_unparsable_source_yields_nothing(source: str) -> None:
+    """IPython syntax and syntax errors give an empty list, never an exception."""
+    assert literal_assignments(source) == []
+
+
+def test_literal_assignments_one_megabyte_source_is_quick() -> None:
+    """A 1 MB cell returns at once; one just under the limit is still handled in seconds."""
+    huge = "".join(f"a{i} = {i}\n" for i in range(120_000))
+    assert len(huge) > 1 << 20
+    start = time.perf_counter()
+    assert literal_assignments(huge) == []
+    assert time.perf_counter() - start < 0.1
+    below = "".join(f"a{i} = {i}\n" for i in range(60_000))
+    assert len(below) < 1_000_000
+    start = time.perf_counter()
+    found = literal_assignments(below)
+    assert time.perf_counter() - start < 10
+    assert len(found) == 60_000 and found[-1] == Param("a59999", 59999, "literal")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-" * 100_000 + "1",
+        "1" + "+1" * 100_000,
+        "(" * 1_000 + "1" + ")" * 1_000,
+        "[" * 300 + "]" * 300,
+        "{'a': " * 150 + "1" + "}" * 150,
+        "1" + "0" * 5_000,
+    ],
+)
+def test_literal_assignments_deep_or_huge_expressions_do_not_raise(value: str) -> None:
+    """Deeply nested or enormous expressions are skipped, never a RecursionError or crash."""
+    params = literal_assignments(f"before = 1\nx = {value}\nafter = 2\n")
+    names = [p.name for p in params]
+    assert names in (["before", "after"], [], ["before", "x", "after"])
+    for param in params:
+        if param.name == "x":
+            assert isinstance(param.value, str)
+
+
+def test_literal_assignments_never_evaluates(tmp_path: Path) -> None:
+    """A value that would run code yields no parameter and runs nothing."""
+    marker = tmp_path / "pwned"
+    source = (
+        f"cmd = __import__('os').system('touch {marker}')\n"
+        f"other = eval(\"open('{marker}', 'w')\")\n"
+        "safe = 1\n"
+    )
+    assert literal_assignments(source) == [Param("safe", 1, "literal")]
+    assert not marker.exists()
+
+
+# -- properties -----------------------------------------------------------------------------
+
+_identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True).filter(
+    lambda name: not keyword.iskeyword(name)
+)
+_scalars = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=50),
+    st.booleans(),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=400))
+def test_literal_assignments_never_raises_on_any_text(source: str) -> None:
+    """For arbitrary text the result is a list of literal Params with identifier names."""
+    params = literal_assignments(source)
+    assert isinstance(params, list)
+    for param in params:
+        assert param.source == "literal" and param.name.isidentifier()
+        assert isinstance(param.value, str | int | float | bool | type(None))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["x = 1\n", "y: int = 2\n", "%%", "!", "(", "'", "\\", "\n"])))
+def test_literal_assignments_never_raises_on_code_like_text(pieces: list[str]) -> None:
+    """Text built from code fragments never makes it raise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert isinstance(literal_assignments("".join(pieces)), list)
+
+
+def test_literal_assignments_adds_no_warnings_of_its_own() -> None:
+    """Reading a cell's literals does not repeat the warnings Python gives for the cell."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        params = literal_assignments('pattern = "\\d+"\n')
+    assert params == [Param("pattern", "\\d+", "literal")]
+    assert [str(w.message) for w in caught] == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_identifiers, _scalars), min_size=1, max_size=8))
+def test_literal_assignments_round_trip(pairs: list[tuple[str, object]]) -> None:
+    """`name = repr(value)` lines are read back as exactly those values, last one winning."""
+    source = "".join(f"{name} = {value!r}\n" for name, value in pairs)
+    expected: dict[str, object] = {}
+    for name, value in pairs:
+        expected.pop(name, None)
+        expected[name] = value
+    found = literal_assignments(source)
+    assert [(p.name, p.value) for p in found] == list(expected.items())
+    for param, value in zip(found, expected.values(), strict=True):
+        assert type(param.value) is type(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=200))
+def test_parse_param_option_raises_only_param_error(text: str) -> None:
+    """For arbitrary text the result is a valid magic Param, or a ParamError — nothing else."""
+    try:
+        param = parse_param_option(text)
+    except ParamError:
+        return
+    assert "=" in text and param.source == "magic"
+    assert param.name == text.partition("=")[0].strip() and param.name
+    assert isinstance(param.value, str | int | float | bool | type(None))
+    if isinstance(param.value, float):
+        assert math.isfinite(param.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_identifiers, _scalars)
+def test_parse_param_option_round_trip(name: str, value: object) -> None:
+    """`NAME=repr(value)` gives back the name and the value with its type."""
+    param = parse_param_option(f"{name}={value!r}")
+    assert param == Param(name, value, "magic")
+    assert type(param.value) is type(value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=80))
+def test_sources_with_code_values_are_never_run(payload: str) -> None:
+    """Whatever is wrapped in a call, nothing is recorded for it (so nothing could run)."""
+    source = f"x = __import__('os').system({payload!r})\n"
+    assert literal_assignments(source) == []
