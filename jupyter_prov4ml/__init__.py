@@ -9,11 +9,43 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "__version__",
+    "load_ipython_extension",
+    "log_artifact",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "read_metrics",
+    "track",
+    "unload_ipython_extension",
+]
+_API = frozenset(
+    {
+        "log_artifact",
+        "log_metric",
+        "log_metrics",
+        "log_param",
+        "log_params",
+        "read_metrics",
+        "track",
+    }
+)
 
 # The attribute on the shell where the loaded extension lives: IPython's extension manager
 # calls these functions with only the shell, so the shell is where our one object is kept.
 _SHELL_ATTR = "_jupyter_prov4ml"
+
+
+def __getattr__(name: str) -> Any:
+    # The API lives in a module of its own, imported on first use, so `import jupyter_prov4ml`
+    # stays cheap.
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'jupyter_prov4ml' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -12,19 +12,21 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from IPython.display import display
 
+from .capture import RunCapture, artifact_name_ok
 from .energy import EnergyConfig, RaplReader
 from .graph import ProvGraph
 from .identity import notebook_path
 from .metering import EnergyMeter
+from .metrics import MetricError
 from .notices import Notices
 from .probes.gpu import open_gpu_probe
 from .probes.host import HostReader, host_facts
@@ -33,6 +35,11 @@ from .recorder import Recorder
 from .records import SessionInfo
 from .store import Store, resolve_store_root
 from .writer import StoreWriter
+
+if TYPE_CHECKING:
+    from .records import Artifact
+
+T = TypeVar("T")
 
 # After this many consecutive failures inside our own hook, recording turns itself off
 # rather than costing the user a warning on every cell.
@@ -83,7 +90,11 @@ class ProvExtension:
         )
         self.store = Store(resolve_store_root(environ, Path.cwd()))
         self.writer = StoreWriter(self.store, self.session, self.notices)
-        self.recorder = Recorder(self.session.session_id, self.writer, self.notebook_path)
+        self.recorder = Recorder(
+            self.session.session_id, self.writer, self.notebook_path, self.meter.config
+        )
+        # How many levels of nested `track` loops become step activities (the rest are counted).
+        self.step_depth = 1
         self._hook_failures = 0
         self._begin_ok = True
         self._magics: Any = None
@@ -128,6 +139,7 @@ class ProvExtension:
 
     def set_energy_config(self, config: EnergyConfig) -> None:
         self.meter = EnergyMeter(self.gpu, self.meter.rapl, config)
+        self.recorder.energy_config = config
 
     def set_store(self, root: Path) -> None:
         """Switch to another store: what is pending goes to the old one first."""
@@ -147,7 +159,7 @@ class ProvExtension:
 
     def show_run(self, captured: CapturedRun, graph: bool) -> None:
         """Display a finished %%provrun: its summary, then (optionally) its graph."""
-        display(RunSummary(captured.run))
+        display(RunSummary(captured.run, captured.latest_metrics))
         if not graph:
             return
         try:
@@ -166,6 +178,82 @@ class ProvExtension:
         stored = self.store.find(run_ref)
         display(RunSummary(stored.run))
         display(ProvGraph.of(stored_document(stored), title=stored.run.name))
+
+    # -- the public API (jupyter_prov4ml.log_metric, ...): never raises into user code ------
+
+    def new_capture(self) -> RunCapture:
+        return RunCapture(time.perf_counter_ns(), self.step_depth)
+
+    def current_capture(self) -> RunCapture | None:
+        """The running cell's capture, created on first use; None outside any cell."""
+        window = self.recorder.current
+        if window is None or window.closed:
+            return None
+        if window.capture is None:
+            window.capture = self.new_capture()
+        return window.capture
+
+    def api_log_metric(self, name: Any, value: Any, step: Any, context: Any) -> None:
+        window = self.recorder.current
+        capture = window.capture if window is not None else None
+        if capture is None and (capture := self._capture_or_warn("log_metric")) is None:
+            return
+        try:
+            capture.metrics.log(name, value, step, context)
+        except MetricError as error:
+            self.notices.warn(
+                f"metric:{name!r:.60}:{type(value).__name__}",
+                f"log_metric({name!r:.60}): {error}; point skipped",
+            )
+        except Exception as error:  # noqa: BLE001 - our bug must not fail the user's loop
+            self.notices.warn("metric-bug", f"log_metric failed ({error!r}); point skipped")
+
+    def api_log_param(self, name: Any, value: Any) -> None:
+        capture = self._capture_or_warn("log_param")
+        if capture is None:
+            return
+        try:
+            capture.log_param(name, value)
+        except Exception as error:  # noqa: BLE001 - see api_log_metric
+            self.notices.warn(f"param:{name!r:.60}", f"log_param: {error}; skipped")
+
+    def api_track(self, iterable: Iterable[T], name: Any, total: Any) -> Iterator[T]:
+        capture = self._capture_or_warn("track")
+        if capture is None:
+            return iter(iterable)
+        if not isinstance(name, str) or not name or len(name) > 200:
+            self.notices.warn("track-name", f"track: bad loop name {name!r:.60}; using 'loop'")
+            name = "loop"
+        if total is not None and not isinstance(total, int):
+            total = None
+        return capture.loops.track(iterable, name, total)
+
+    def api_log_artifact(self, path: Any, name: Any, copy: bool) -> Artifact | None:
+        capture = self._capture_or_warn("log_artifact")
+        window = self.recorder.current
+        if capture is None or window is None:
+            return None
+        if not artifact_name_ok(name):
+            self.notices.warn("artifact-name", f"log_artifact: bad name {name!r:.60}; skipped")
+            return None
+        try:
+            source = Path(os.fspath(path))
+            target = None
+            if copy:
+                folder = self.store.session_dir(self.session.session_id) / "runs"
+                target = folder / f"{window.run_id}.artifacts" / (name or source.name)
+            return capture.log_artifact(source, name, target)
+        except (OSError, TypeError, ValueError) as error:
+            self.notices.warn(f"artifact:{path!r:.60}", f"log_artifact({path!r:.60}): {error}")
+        return None
+
+    def _capture_or_warn(self, what: str) -> RunCapture | None:
+        capture = self.current_capture()
+        if capture is None:
+            self.notices.warn(
+                f"outside:{what}", f"{what} was called outside a running cell; not recorded"
+            )
+        return capture
 
     # -- cell hooks: the hot path ------------------------------------------------------------
 

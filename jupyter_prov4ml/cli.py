@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .graph import DotUnavailable
-from .store import Store, resolve_store_root
+from .store import Store, StoredRun, resolve_store_root
 
-EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg")
+EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg", "metrics-csv")
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -75,21 +75,43 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from . import provmodel
 
-    stored = _store(args).find(args.run_id)
-    document = provmodel.stored_document(stored)
-    if args.format in ("dot", "svg"):
+    store = _store(args)
+    stored = store.find(args.run_id)
+    if args.format == "metrics-csv":
+        text = _metrics_csv(store, stored)
+    elif args.format in ("dot", "svg"):
+        document = provmodel.stored_document(stored)
         from .graph import dot_source, render_svg
 
         text = dot_source(document, title=stored.run.name)
         if args.format == "svg":
             text = render_svg(text)
     else:
-        text = provmodel.serialize(document, args.format)
+        text = provmodel.serialize(provmodel.stored_document(stored), args.format)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _metrics_csv(store: Store, stored: StoredRun) -> str:
+    """The run's metric points as CSV (name, context, step, value, time_s); values are
+    written with repr, so floats (NaN and infinities included) read back exactly."""
+    import csv
+    import io
+
+    from .metrics import read_metrics_file
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["name", "context", "step", "value", "time_s"])
+    for data_file in stored.run.data_files:
+        if data_file.role == "metrics":
+            columns = read_metrics_file(store.root / data_file.relpath)
+            for row in zip(*columns.values(), strict=True):
+                writer.writerow([row[0], row[1], row[2], repr(row[3]), repr(row[4])])
+    return out.getvalue()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,11 +15,14 @@ from typing import Any
 
 from .energy import EnergyReading
 from .records import (
+    Artifact,
     CellRef,
     CellRun,
     DataFile,
     EnergyLedger,
     HardwareSummary,
+    LoopStep,
+    MetricSummary,
     Param,
     SeriesSummary,
     SessionInfo,
@@ -53,6 +56,9 @@ def run_from_dict(data: dict[str, Any]) -> CellRun:
         params=tuple(Param(**p) for p in data.get("params", ())),
         hardware=_hardware_from_dict(hardware) if hardware else None,
         energy=_energy_from_dict(energy) if energy else None,
+        metrics=tuple(MetricSummary(**m) for m in data.get("metrics", ())),
+        steps=tuple(_step_from_dict(step) for step in data.get("steps", ())),
+        artifacts=tuple(Artifact(**a) for a in data.get("artifacts", ())),
         data_files=tuple(DataFile(**f) for f in data.get("data_files", ())),
     )
 
@@ -78,6 +84,8 @@ class JournalState:
     closed: dict[str, tuple[CellRun, str | None]]
     open: dict[str, dict[str, Any]]
     bad_lines: int
+    # run id → the PROV document (relative path) that holds it, for plain cells
+    documents: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def read_journal(path: Path) -> JournalState:
@@ -85,6 +93,7 @@ def read_journal(path: Path) -> JournalState:
     session: SessionInfo | None = None
     closed: dict[str, tuple[CellRun, str | None]] = {}
     opened: dict[str, dict[str, Any]] = {}
+    documents: dict[str, str] = {}
     bad = 0
     for line in _lines(path):
         try:
@@ -94,13 +103,15 @@ def read_journal(path: Path) -> JournalState:
                 session = session_from_dict(entry["session"])
             elif event == "open":
                 opened[entry["run_id"]] = entry
+            elif event == "document":
+                documents.update(dict.fromkeys(entry["run_ids"], entry["path"]))
             elif event == "close":
                 run = run_from_dict(entry["run"])
                 closed[run.run_id] = (run, entry.get("prov_path"))
                 opened.pop(run.run_id, None)
         except (ValueError, KeyError, TypeError, RecursionError):
             bad += 1
-    return JournalState(session, closed, opened, bad)
+    return JournalState(session, closed, opened, bad, documents)
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -109,6 +120,22 @@ def _lines(path: Path) -> Iterator[str]:
             yield from journal
     except OSError:
         return
+
+
+def _step_from_dict(data: dict[str, Any]) -> LoopStep:
+    energy = data.get("energy")
+    return LoopStep(
+        loop=data["loop"],
+        index=data["index"],
+        started_at_unix_s=data["started_at_unix_s"],
+        wall_time_s=data["wall_time_s"],
+        cpu_time_s=data["cpu_time_s"],
+        inner_iterations=tuple((n, c) for n, c in data.get("inner_iterations", ())),
+        energy=_energy_from_dict(energy) if energy else None,
+        hardware=tuple((n, SeriesSummary(**v)) for n, v in data.get("hardware", ())),
+        metrics_last=tuple((n, v) for n, v in data.get("metrics_last", ())),
+        completed=data.get("completed", True),
+    )
 
 
 def _hardware_from_dict(data: dict[str, Any]) -> HardwareSummary:

@@ -58,7 +58,9 @@ class RunTable:
             return "no runs recorded yet"
         table = [list(COLUMNS)] + [self._cells(row) for row in self.rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in table)
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in table
+        )
 
     def _repr_html_(self) -> str:
         if not self.rows:

@@ -18,7 +18,17 @@ from typing import Any
 from prov.identifier import Namespace, QualifiedName
 from prov.model import PROV_TYPE, PROV_VALUE, ProvActivity, ProvAgent, ProvDocument, ProvEntity
 
-from .records import CellRun, DataFile, EnergyLedger, HardwareSummary, ParamValue, SessionInfo
+from .records import (
+    CellRun,
+    DataFile,
+    EnergyLedger,
+    HardwareSummary,
+    LoopStep,
+    MetricSummary,
+    ParamValue,
+    SeriesSummary,
+    SessionInfo,
+)
 from .store import StoredRun
 
 NS_PREFIX = "p4m"
@@ -147,8 +157,31 @@ class _Builder:
                 },
             )
             activity.used(entity)
-        for data_file in run.data_files:
-            self._data_file(activity, run, data_file)
+        files = {
+            data_file.role: self._data_file(activity, run, data_file)
+            for data_file in run.data_files
+        }
+        for metric in run.metrics:
+            self._metric(activity, run, metric, files.get("metrics"))
+        for step in run.steps:
+            self._step(activity, run, step)
+        for artifact in run.artifacts:
+            entity = self.doc.entity(
+                self.q(f"artifact_{run.run_id}_{safe_local(artifact.name)}"),
+                {
+                    PROV_TYPE: self.q("Artifact"),
+                    **self.attrs(
+                        {
+                            "name": artifact.name,
+                            "path": artifact.path,
+                            "sha256": artifact.sha256,
+                            "size_bytes": artifact.size_bytes,
+                            "copied_to": artifact.copied_to,
+                        }
+                    ),
+                },
+            )
+            entity.wasGeneratedBy(activity)
         if info is not None:
             user, software, environment = self.session(info)
             activity.wasAssociatedWith(user)
@@ -156,7 +189,58 @@ class _Builder:
             activity.used(environment)
         return activity
 
-    def _data_file(self, activity: ProvActivity, run: CellRun, data_file: DataFile) -> None:
+    def _metric(
+        self,
+        activity: ProvActivity,
+        run: CellRun,
+        metric: MetricSummary,
+        data_file: ProvEntity | None,
+    ) -> None:
+        entity = self.doc.entity(
+            self.q(f"metric_{run.run_id}_{safe_local(metric.name)}_{safe_local(metric.context)}"),
+            {
+                PROV_TYPE: self.q("MetricSeries"),
+                **self.attrs(
+                    {
+                        "name": metric.name,
+                        "context": metric.context,
+                        "count": metric.count,
+                        "first": metric.first,
+                        "last": metric.last,
+                        "min": metric.min,
+                        "max": metric.max,
+                        "step_of_min": metric.step_of_min,
+                        "step_of_max": metric.step_of_max,
+                    }
+                ),
+            },
+        )
+        entity.wasGeneratedBy(activity)
+        if data_file is not None:
+            # The summary is derived from the points stored in the metrics file.
+            entity.wasDerivedFrom(data_file)
+
+    def _step(self, run_activity: ProvActivity, run: CellRun, step: LoopStep) -> None:
+        attrs: dict[str, Any] = {
+            "loop": step.loop,
+            "index": step.index,
+            "wall_time_s": step.wall_time_s,
+            "cpu_time_s": step.cpu_time_s,
+            "completed": step.completed,
+            **{f"inner_{safe_local(n)}_iterations": c for n, c in step.inner_iterations},
+            **_energy_attrs(step.energy),
+            **_series_attrs(step.hardware),
+            **{f"metric_{safe_local(k)}_last": v for k, v in step.metrics_last},
+        }
+        activity = self.doc.activity(
+            self.q(f"step_{run.run_id}_{safe_local(step.loop)}_{step.index}"),
+            _datetime(step.started_at_unix_s),
+            _datetime(step.started_at_unix_s + step.wall_time_s),
+            {PROV_TYPE: self.q("LoopStep"), **self.attrs(attrs)},
+        )
+        activity.wasInformedBy(run_activity)
+
+    def _data_file(self, activity: ProvActivity, run: CellRun, data_file: DataFile) -> ProvEntity:
         entity = self.doc.entity(
             self.q(f"{safe_local(data_file.role)}_{run.run_id}"),
             {
@@ -173,6 +257,7 @@ class _Builder:
             },
         )
         entity.wasGeneratedBy(activity)
+        return entity
 
 
 def run_document(run: CellRun, info: SessionInfo | None) -> ProvDocument:
@@ -193,10 +278,11 @@ def session_document(runs: Iterable[CellRun], info: SessionInfo | None) -> ProvD
 
 
 def stored_document(stored: StoredRun) -> ProvDocument:
-    """The PROV document of a stored run: its own file for %%provrun, else built from the
-    journal record (plain cells share the session document)."""
-    if stored.run.kind == "provrun" and stored.prov_path is not None and stored.prov_path.is_file():
-        return load_document(stored.prov_path)
+    """The PROV document of a stored run: its own file where it has one (in `runs/`), else
+    built from its journal record (plain cells share documents of many cells)."""
+    path = stored.prov_path
+    if path is not None and path.parent.name == "runs" and path.is_file():
+        return load_document(path)
     return run_document(stored.run, stored.session)
 
 
@@ -332,7 +418,13 @@ def _hardware_attrs(hardware: HardwareSummary | None) -> dict[str, Any]:
         # >1 when a long run's older samples were thinned to keep memory bounded.
         "sample_downsample_factor": hardware.downsample_factor,
     }
-    for column, summary in hardware.series:
+    out.update(_series_attrs(hardware.series))
+    return out
+
+
+def _series_attrs(series: tuple[tuple[str, SeriesSummary], ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for column, summary in series:
         field = column.split("_", 1)[1] if column.startswith("gpu") else column
         for stat in _SUMMARY_STATS.get(field, ()):
             out[f"{column}_{stat}"] = getattr(summary, stat)

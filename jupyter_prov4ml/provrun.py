@@ -7,10 +7,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .capture import StepContext, finish_steps
+from .metrics import MetricsFile
 from .params import literal_assignments, merge_params
-from .recorder import result_error, status_of
+from .recorder import OpenWindow, result_error, status_of
 from .records import CellRun, Param
-from .sampling import DEFAULT_INTERVAL_S, Sampler
+from .sampling import DEFAULT_INTERVAL_S, HardwareSamplesFile, Sampler
 from .widgets import LiveMonitor, live_view_supported
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ class ProvrunOptions:
 class CapturedRun:
     run: CellRun
     document: Future[ProvDocument]
+    latest_metrics: tuple[tuple[str, str, float], ...] = ()
 
 
 def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> CapturedRun:
@@ -43,18 +46,26 @@ def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> Capt
     of the last expression, IPython's own traceback). Its error is handed to the enclosing
     cell's result, so the front end and nbclient see the cell fail as they would without us.
     """
-    shell = ext.shell
     window = ext.recorder.current
-    if window is None or window.closed:
-        window = ext.recorder.open_detached(f"%%provrun\n{body}")
+    if window is not None and not window.closed:
+        return _run_in_window(ext, options, body, window)
+    window = ext.recorder.open_detached(f"%%provrun\n{body}")
+    with ext.recorder.detached(window):
+        return _run_in_window(ext, options, body, window)
+
+
+def _run_in_window(
+    ext: ProvExtension, options: ProvrunOptions, body: str, window: OpenWindow
+) -> CapturedRun:
+    shell = ext.shell
     params = merge_params(list(options.params), literal_assignments(body))
-    ext.writer.opened(
-        window.run_id, "provrun", window.sha256, window.cell_id, window.started_unix_s
-    )
+    ext.writer.opened(window, "provrun")
+    capture = window.capture = window.capture or ext.new_capture()
     energy_start = ext.meter.begin()
     sampler = Sampler(ext.host_reader, ext.gpu, ext.notices, options.interval_s)
     monitor = _live_monitor(ext, options) if options.live else None
     if monitor is not None:
+        monitor.watch(capture)
         sampler.subscribe(monitor.on_tick)
     sampler.start()
     outer = getattr(shell.displayhook, "exec_result", None)
@@ -69,6 +80,10 @@ def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> Capt
         shell.displayhook.exec_result = outer
         samples = sampler.stop()
         energy = ext.meter.end(energy_start, samples)
+        steps = finish_steps(
+            capture,
+            StepContext(samples, sampler.t0_ns, len(ext.gpu.devices), ext.meter.config),
+        )
         status, error_type = status_of(error)
         if error is not None and outer is not None and result_error(outer) is None:
             outer.error_in_exec = error
@@ -80,14 +95,19 @@ def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> Capt
             error_type,
             count,
             name=options.name,
-            params=params,
+            params=merge_params(list(params), capture.params),
             hardware=samples.summary(sampler.interval_s),
             energy=energy,
+            steps=steps,
+            artifacts=tuple(capture.artifacts),
         )
-        future = ext.writer.submit_run(run, {"hardware_samples": samples.columns})
+        future = ext.writer.submit_run(
+            run, [HardwareSamplesFile(samples), MetricsFile(capture.metrics)]
+        )
         if monitor is not None:
             monitor.freeze(run, sampler.latest)
-    return CapturedRun(run, future)
+    latest = tuple((name, context, last) for name, context, last, _ in capture.metrics.latest())
+    return CapturedRun(run, future, latest)
 
 
 def _live_monitor(ext: ProvExtension, options: ProvrunOptions) -> LiveMonitor | None:
@@ -114,6 +134,7 @@ class RunSummary:
     """The few lines shown under a `%%provrun` cell."""
 
     run: CellRun
+    latest_metrics: tuple[tuple[str, str, float], ...] = ()
 
     def facts(self) -> list[tuple[str, str]]:
         run = self.run
@@ -154,6 +175,24 @@ class RunSummary:
             )
         if run.params:
             facts.append(("params", ", ".join(f"{p.name}={p.value!r}" for p in run.params)))
+        if run.steps:
+            loops = sorted({step.loop for step in run.steps})
+            done = sum(step.completed for step in run.steps)
+            facts.append(
+                ("loop steps", f"{done} completed of {len(run.steps)} ({', '.join(loops)})")
+            )
+        if run.artifacts:
+            facts.append(("artifacts", ", ".join(a.name for a in run.artifacts)))
+        if self.latest_metrics:
+            facts.append(
+                (
+                    "metrics",
+                    ", ".join(
+                        f"{name} ({context}) {value:.4g}"
+                        for name, context, value in self.latest_metrics
+                    ),
+                )
+            )
         return facts
 
     def _repr_html_(self) -> str:

@@ -4,20 +4,31 @@ shared/notes/performance.md: this path costs ~10 µs; a psutil call would cost 0
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .identity import front_end_cell_id, source_sha256
-from .records import CellRef, CellRun, EnergyLedger, HardwareSummary, Param, RunKind, Status
+
+if TYPE_CHECKING:
+    from prov.model import ProvDocument
+
+    from .writer import SeriesFile
+from .capture import RunCapture, StepContext, finish_steps
+from .energy import EnergyConfig
+from .metrics import MetricsFile
+from .records import CellRef, CellRun, RunKind, Status
 
 
 class RecordSink(Protocol):
-    def opened(
-        self, run_id: str, kind: str, sha256: str, cell_id: str | None, started: float
-    ) -> None: ...
+    def opened(self, window: OpenWindow, kind: str) -> None: ...
 
-    def closed(self, run: CellRun) -> None: ...
+    def closed_cell(self, cell: ClosedCell) -> None: ...
+
+    def submit_run(self, run: CellRun, files: Sequence[SeriesFile]) -> Future[ProvDocument]: ...
 
 
 @dataclass(slots=True)
@@ -32,6 +43,55 @@ class OpenWindow:
     started_perf_ns: int
     started_cpu_ns: int
     closed: bool = False
+    # Created on the first API call (log_metric, track, ...) made while this cell runs.
+    capture: RunCapture | None = None
+
+
+class ClosedCell(NamedTuple):
+    """A plain cell that ended: the raw facts, turned into a record by the store writer so
+    the cell hook does no more than read two clocks and append this tuple."""
+
+    window: OpenWindow
+    ended_perf_ns: int
+    ended_cpu_ns: int
+    status: Status
+    error_type: str | None
+    execution_count: int | None
+
+
+def build_run(
+    session_id: str,
+    notebook_path: str | None,
+    window: OpenWindow,
+    ended_perf_ns: int,
+    ended_cpu_ns: int,
+    kind: RunKind,
+    status: Status,
+    error_type: str | None,
+    execution_count: int | None,
+    **details: Any,
+) -> CellRun:
+    """The record of a window that ended at the given clock readings."""
+    wall_s = (ended_perf_ns - window.started_perf_ns) / 1e9
+    return CellRun(
+        run_id=window.run_id,
+        session_id=session_id,
+        kind=kind,
+        cell=CellRef(
+            sha256=window.sha256,
+            source=window.source,
+            cell_id=window.cell_id,
+            execution_count=execution_count,
+            notebook_path=notebook_path,
+        ),
+        started_at_unix_s=window.started_unix_s,
+        ended_at_unix_s=window.started_unix_s + wall_s,
+        wall_time_s=wall_s,
+        cpu_time_s=(ended_cpu_ns - window.started_cpu_ns) / 1e9,
+        status=status,
+        error_type=error_type,
+        **details,
+    )
 
 
 def status_of(error: BaseException | None) -> tuple[Status, str | None]:
@@ -56,8 +116,15 @@ class Recorder:
     ignored by depth, so one executed cell gives one record.
     """
 
-    def __init__(self, session_id: str, sink: RecordSink, notebook_path: str | None) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        sink: RecordSink,
+        notebook_path: str | None,
+        energy_config: EnergyConfig,
+    ) -> None:
         self.session_id = session_id
+        self.energy_config = energy_config
         self.notebook_path = notebook_path
         self._sink = sink
         self._depth = 0
@@ -70,9 +137,7 @@ class Recorder:
             return
         window = self._open(info.raw_cell or "", front_end_cell_id(info))
         self.current = window
-        self._sink.opened(
-            window.run_id, "cell", window.sha256, window.cell_id, window.started_unix_s
-        )
+        self._sink.opened(window, "cell")
 
     def open_detached(self, source: str) -> OpenWindow:
         """A window for code run outside the cell hooks (a magic called programmatically)."""
@@ -90,22 +155,58 @@ class Recorder:
             started_cpu_ns=time.process_time_ns(),
         )
 
-    def end(self, result: Any) -> CellRun | None:
+    def end(self, result: Any) -> None:
         if self._depth == 0:
             # The cell that loaded us gets a post event with no pre event.
-            return None
+            return
         self._depth -= 1
         if self._depth:
-            return None
+            return
         window, self.current = self.current, None
         if window is None or window.closed:
-            return None
+            return
+        ended_perf_ns = time.perf_counter_ns()
+        ended_cpu_ns = time.process_time_ns()
+        window.closed = True
         status, error_type = status_of(result_error(result))
-        run = self.close(
-            window, "cell", status, error_type, getattr(result, "execution_count", None)
+        count = getattr(result, "execution_count", None)
+        capture = window.capture
+        if capture is None or capture.is_empty():
+            self._sink.closed_cell(
+                ClosedCell(window, ended_perf_ns, ended_cpu_ns, status, error_type, count)
+            )
+            return
+        # A plain cell that used the API (metrics, a tracked loop) is saved like a full run,
+        # without hardware samples: its steps get CPU-time energy estimates only.
+        steps = finish_steps(
+            capture, StepContext(None, window.started_perf_ns, 0, self.energy_config)
         )
-        self._sink.closed(run)
-        return run
+        run = build_run(
+            self.session_id,
+            self.notebook_path,
+            window,
+            ended_perf_ns,
+            ended_cpu_ns,
+            "cell",
+            status,
+            error_type,
+            count,
+            params=tuple(capture.params),
+            steps=steps,
+            artifacts=tuple(capture.artifacts),
+        )
+        self._sink.submit_run(run, [MetricsFile(capture.metrics)])
+
+    @contextlib.contextmanager
+    def detached(self, window: OpenWindow) -> Iterator[None]:
+        """Make `window` current while a magic called outside the cell hooks runs code;
+        the cell events that code fires are nested ones, so they are ignored."""
+        saved = self.current, self._depth
+        self.current, self._depth = window, self._depth + 1
+        try:
+            yield
+        finally:
+            self.current, self._depth = saved
 
     def rebind(self, sink: RecordSink) -> None:
         """Send later records to `sink` (the store changed)."""
@@ -123,36 +224,21 @@ class Recorder:
         status: Status,
         error_type: str | None,
         execution_count: int | None,
-        *,
-        name: str | None = None,
-        params: tuple[Param, ...] = (),
-        hardware: HardwareSummary | None = None,
-        energy: EnergyLedger | None = None,
+        **details: Any,
     ) -> CellRun:
-        """Turn `window` into a record (once)."""
-        end_perf_ns = time.perf_counter_ns()
-        end_cpu_ns = time.process_time_ns()
+        """Turn `window` into a record now (once): used by %%provrun, on the main thread."""
+        ended_perf_ns = time.perf_counter_ns()
+        ended_cpu_ns = time.process_time_ns()
         window.closed = True
-        wall_s = (end_perf_ns - window.started_perf_ns) / 1e9
-        return CellRun(
-            run_id=window.run_id,
-            session_id=self.session_id,
-            kind=kind,
-            cell=CellRef(
-                sha256=window.sha256,
-                source=window.source,
-                cell_id=window.cell_id,
-                execution_count=execution_count,
-                notebook_path=self.notebook_path,
-            ),
-            started_at_unix_s=window.started_unix_s,
-            ended_at_unix_s=window.started_unix_s + wall_s,
-            wall_time_s=wall_s,
-            cpu_time_s=(end_cpu_ns - window.started_cpu_ns) / 1e9,
-            status=status,
-            error_type=error_type,
-            name=name,
-            params=params,
-            hardware=hardware,
-            energy=energy,
+        return build_run(
+            self.session_id,
+            self.notebook_path,
+            window,
+            ended_perf_ns,
+            ended_cpu_ns,
+            kind,
+            status,
+            error_type,
+            execution_count,
+            **details,
         )

@@ -114,6 +114,48 @@ class EnergyLedger:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricSummary:
+    """One metric series of a run, in a few numbers; the points themselves are in a file."""
+
+    name: str
+    context: str
+    count: int
+    first: float
+    last: float
+    min: float
+    max: float
+    step_of_min: int
+    step_of_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoopStep:
+    """One iteration of the outermost tracked loop: its window, cost and energy."""
+
+    loop: str
+    index: int
+    started_at_unix_s: float
+    wall_time_s: float
+    cpu_time_s: float
+    inner_iterations: tuple[tuple[str, int], ...] = ()
+    energy: EnergyLedger | None = None
+    hardware: tuple[tuple[str, SeriesSummary], ...] = ()
+    metrics_last: tuple[tuple[str, float], ...] = ()
+    completed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A file a run produced (a checkpoint, a plot): identified by content, not copied."""
+
+    name: str
+    path: str
+    sha256: str
+    size_bytes: int
+    copied_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DataFile:
     """A file in the store that a run's PROV document points at."""
 
@@ -142,6 +184,9 @@ class CellRun:
     params: tuple[Param, ...] = ()
     hardware: HardwareSummary | None = None
     energy: EnergyLedger | None = None
+    metrics: tuple[MetricSummary, ...] = ()
+    steps: tuple[LoopStep, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
     data_files: tuple[DataFile, ...] = field(default=())
 
     @property

@@ -121,6 +121,19 @@ class SampleColumns:
         return HardwareSummary(len(self), interval_s, self.downsample_factor, tuple(series))
 
 
+@dataclass(frozen=True)
+class HardwareSamplesFile:
+    """A run's sample series as a data file (encoded in the store writer's thread)."""
+
+    samples: SampleColumns
+    role: str = "hardware_samples"
+
+    def encode(self) -> tuple[bytes, dict[str, object]]:
+        from .columnar import parquet_bytes
+
+        return (parquet_bytes(self.samples.columns) if len(self.samples) else b""), {}
+
+
 class Sampler:
     """Samples the host (and GPUs) every `interval_s` on a daemon thread until `stop()`."""
 
@@ -148,6 +161,11 @@ class Sampler:
 
     def subscribe(self, callback: Callable[[Tick], None]) -> None:
         self._subscribers.append(callback)
+
+    @property
+    def t0_ns(self) -> int:
+        """When sampling started, on the perf_counter clock (sample times are relative to it)."""
+        return round(self._t0 * 1e9)
 
     def start(self) -> None:
         self._t0 = time.perf_counter()

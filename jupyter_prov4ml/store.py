@@ -55,8 +55,8 @@ class Store:
     def journal_path(self, session_id: str) -> Path:
         return self.session_dir(session_id) / "journal.jsonl"
 
-    def session_prov_path(self, session_id: str) -> Path:
-        return self.session_dir(session_id) / "session.prov.json"
+    def cells_document_path(self, session_id: str, sequence: int) -> Path:
+        return self.session_dir(session_id) / f"cells-{sequence:04d}.prov.json"
 
     def run_path(self, run: CellRun, suffix: str) -> Path:
         return self.session_dir(run.session_id) / "runs" / f"{run.run_id}{suffix}"
@@ -81,6 +81,7 @@ class Store:
         found: list[StoredRun] = []
         for _, state in self.journals():
             for run, prov in state.closed.values():
+                prov = prov or state.documents.get(run.run_id)
                 found.append(StoredRun(run, state.session, self.root / prov if prov else None))
         found.sort(key=lambda stored: (stored.run.started_at_unix_s, stored.run.run_id))
         return found

@@ -9,18 +9,40 @@ second, and each value is one HTML string, so one comm message per update.
 from __future__ import annotations
 
 import html
+import math
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from .capture import RunCapture
 from .energy import co2_grams
 from .probes.gpu import GpuInfo
 from .records import CellRun, EnergyLedger
 from .sampling import Tick
 
 MIN_UPDATE_INTERVAL_S = 0.25
+MAX_METRIC_ROWS = 8
+_SPARKS = "▁▂▃▄▅▆▇█"
 _MIB = 2**20
+
+
+def sparkline(values: list[float]) -> str:
+    """A few characters sketching recent values (non-finite ones as spaces)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return ""
+    low, high = min(finite), max(finite)
+    span = (high - low) or 1.0
+    return "".join(
+        _SPARKS[min(7, int((v - low) / span * 8))] if math.isfinite(v) else " " for v in values
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _field(name: str, text: str) -> str:
@@ -62,11 +84,16 @@ class LiveMonitor:
         self._gpu_j = [0.0] * len(self._gpus)
         self._last_power: list[float | None] = [None] * len(self._gpus)
         self.updates = 0
+        self._capture: RunCapture | None = None
         self._figures = ipywidgets.HTML(value=self._render_waiting())
         # Room for the training-loop progress and latest metrics (filled by `track`).
         self.extra = ipywidgets.VBox([])
         self.box = ipywidgets.VBox([self._figures, self.extra])
         self.box.add_class("jp-prov4ml-live")
+
+    def watch(self, capture: RunCapture) -> None:
+        """Also show this run's loop progress and latest metrics."""
+        self._capture = capture
 
     def show(self) -> None:
         from IPython.display import display
@@ -176,6 +203,7 @@ class LiveMonitor:
                     + " W",
                 )
             )
+        rows += self._loop_rows(status == "running")
         rows.append(
             (
                 "energy",
@@ -194,6 +222,41 @@ class LiveMonitor:
             for name, cells in rows
         )
         return self._frame(status, f"<table>{body}</table>")
+
+    def _loop_rows(self, running: bool) -> list[tuple[str, str]]:
+        """Loop progress like tqdm (i/N, rate, ETA) and each metric's last value + sparkline."""
+        capture = self._capture
+        if capture is None:
+            return []
+        rows = []
+        progress = capture.loops.progress
+        if progress is not None:
+            elapsed = max(1e-9, (time.perf_counter_ns() - progress.started_ns) / 1e9)
+            rate = progress.done / elapsed
+            total = progress.total
+            text = f"{progress.done}" + (f"/{total}" if total else "")
+            share = 100.0 * progress.done / total if total else None
+            eta = ""
+            if running and total and rate > 0 and progress.done < total:
+                eta = f" · ETA {_duration((total - progress.done) / rate)}"
+            rows.append(
+                (
+                    html.escape(progress.loop),
+                    _bar(share)
+                    + _field("loop_done", text)
+                    + f" · {_field('loop_rate', f'{rate:.2f}')} it/s{eta}",
+                )
+            )
+        for name, context, last, recent in capture.metrics.latest()[:MAX_METRIC_ROWS]:
+            key = f"metric:{name}/{context}"
+            rows.append(
+                (
+                    html.escape(f"{name} ({context})"),
+                    _field(key, f"{last:.5g}") + f" <span style='font-family:monospace'>"
+                    f"{html.escape(sparkline(recent))}</span>",
+                )
+            )
+        return rows
 
     def _frame(self, status: str, body: str) -> str:
         return f"<div><b>{html.escape(self._title)}</b> · {_field('status', status)}</div>{body}"

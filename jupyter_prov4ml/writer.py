@@ -1,8 +1,8 @@
 """The store writer thread: every file the extension writes is written here, off the cell.
 
-Cell hooks only append to a deque; this thread turns records into journal lines, data files and
-PROV documents. When the store cannot be written, records wait in memory (bounded) and are
-written when it works again; the user hears about it once, through `Notices`.
+Cell hooks only append to a deque; this thread turns what they appended into journal lines,
+data files and PROV documents. When the store cannot be written, records wait in memory
+(bounded) and are written when it works again; the user hears about it once, via `Notices`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import hashlib
 import os
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from .journal import encode_line, read_journal, run_to_dict, session_to_dict
+from .journal import encode_line, run_to_dict, session_to_dict
 from .notices import Notices
+from .recorder import ClosedCell, OpenWindow, build_run
 from .records import CellRun, DataFile, SessionInfo
 from .store import Store, atomic_write_bytes, make_private_dirs
 
@@ -28,39 +29,51 @@ if TYPE_CHECKING:
 
 DEFAULT_PERIOD_S = 0.5
 DEFAULT_MAX_PENDING = 20_000
+# Plain cells go into PROV documents of at most this many cells, each written once: saving
+# never re-serializes the whole session, and memory held for the next document is bounded.
+CELLS_PER_DOCUMENT = 2_000
 _NOTICE_KEY = "store"
 
 
-@dataclasses.dataclass(slots=True)
-class _Line:
+class SeriesFile(Protocol):
+    """A data file of a run (samples, metrics), encoded in the writer thread.
+
+    `encode` returns the file's bytes (empty: no file) and record fields it fills in (such as
+    metric summaries, computed while encoding).
+    """
+
+    @property
+    def role(self) -> str: ...
+
+    def encode(self) -> tuple[bytes, dict[str, Any]]: ...
+
+
+class _Line(NamedTuple):
     event: str
     payload: dict[str, Any]
 
 
-@dataclasses.dataclass(slots=True)
-class _OpenEvent:
-    run_id: str
+class _Opened(NamedTuple):
+    window: OpenWindow
     kind: str
-    cell_sha256: str
-    cell_id: str | None
-    started_at_unix_s: float
 
 
 @dataclasses.dataclass(slots=True)
 class _RunJob:
     run: CellRun
-    series: Mapping[str, Mapping[str, Sequence[float]]]
+    files: Sequence[SeriesFile]
     future: Future[ProvDocument]
     document: ProvDocument | None = None
+    encoded: bool = False
 
 
 @dataclasses.dataclass(slots=True)
 class _FlushMarker:
     done: threading.Event
-    write_session_document: bool
+    write_documents: bool
 
 
-_Item = _Line | _OpenEvent | CellRun | _RunJob | _FlushMarker
+_Item = _Line | _Opened | ClosedCell | _RunJob | _FlushMarker
 
 
 class StoreWriter:
@@ -86,11 +99,11 @@ class StoreWriter:
         self._thread: threading.Thread | None = None
         self._journal: IO[str] | None = None
         self._failing = False
-        self._plain_cells_since_document = 0
-        self._dropped = 0
+        self._undocumented: list[ClosedCell] = []
+        self._documents_written = 0
         self._pending.append(_Line("session", {"session": session_to_dict(session)}))
 
-    # -- main-thread side: cheap ----------------------------------------------------------
+    # -- main-thread side: cheap ------------------------------------------------------------
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -98,25 +111,22 @@ class StoreWriter:
         )
         self._thread.start()
 
-    def opened(
-        self, run_id: str, kind: str, sha256: str, cell_id: str | None, started: float
-    ) -> None:
-        self._append(_OpenEvent(run_id, kind, sha256, cell_id, started))
+    def opened(self, window: OpenWindow, kind: str) -> None:
+        self._append(_Opened(window, kind))
 
-    def closed(self, run: CellRun) -> None:
-        self._append(run)
+    def closed_cell(self, cell: ClosedCell) -> None:
+        self._append(cell)
 
-    def submit_run(
-        self, run: CellRun, series: Mapping[str, Mapping[str, Sequence[float]]]
-    ) -> Future[ProvDocument]:
-        """Queue a %%provrun run; the future gives its PROV document once built."""
-        job = _RunJob(run, series, Future())
+    def submit_run(self, run: CellRun, files: Sequence[SeriesFile]) -> Future[ProvDocument]:
+        """Queue a run with its own document and data files; the future gives the document."""
+        job = _RunJob(run, files, Future())
         self._append(job)
         self._wake.set()
         return job.future
 
     def flush(self, timeout_s: float = 10.0, session_document: bool = True) -> bool:
-        """Write everything queued so far (and the session's PROV document). False on timeout."""
+        """Write everything queued so far (and a PROV document of the plain cells not yet in
+        one). False if that did not finish within `timeout_s` (e.g. the store is unwritable)."""
         marker = _FlushMarker(threading.Event(), session_document)
         self._append(marker)
         if self._thread is None or not self._thread.is_alive():
@@ -150,17 +160,16 @@ class StoreWriter:
     def _drop_oldest(self) -> None:
         # Keep the session header and run jobs; plain-cell events are the cheapest to lose.
         for index, item in enumerate(self._pending):
-            if isinstance(item, _OpenEvent | CellRun):
+            if isinstance(item, _Opened | ClosedCell):
                 del self._pending[index]
-                self._dropped += 1
                 self.notices.warn(
                     "store-dropped",
-                    f"store unwritable for long; dropping the oldest cell records "
+                    "store unwritable for long; dropping the oldest cell records "
                     f"(kept the last {self.max_pending})",
                 )
                 return
 
-    # -- writer thread -------------------------------------------------------------------
+    # -- writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -171,12 +180,11 @@ class StoreWriter:
 
     def _drain(self) -> None:
         with self._drain_lock:
-            wrote_lines = False
             try:
                 while self._pending:
                     item = self._pending[0]
                     try:
-                        wrote_lines |= self._write(item)
+                        self._write(item)
                     except OSError:
                         raise
                     # A record we cannot encode is our bug, not the store's: drop that one
@@ -184,7 +192,7 @@ class StoreWriter:
                     except Exception as error:  # noqa: BLE001
                         self._give_up_on(item, error)
                     self._pending.popleft()
-                if wrote_lines and self._journal is not None:
+                if self._journal is not None:
                     self._journal.flush()
             except OSError as error:
                 self._on_failure(error)
@@ -214,38 +222,103 @@ class StoreWriter:
             "keeping records in memory and retrying",
         )
 
-    def _write(self, item: _Item) -> bool:
-        """Write one item; True when it added journal lines. Raises OSError to retry later."""
+    def _write(self, item: _Item) -> None:
+        """Write one item; raises OSError to be retried later."""
         if isinstance(item, _Line):
             self._journal_line(item.event, item.payload)
-            return True
-        if isinstance(item, _OpenEvent):
-            self._journal_line("open", dataclasses.asdict(item))
-            return True
-        if isinstance(item, CellRun):
-            self._plain_cells_since_document += 1
-            prov = self.store.relpath(self.store.session_prov_path(item.session_id))
-            self._journal_line("close", {"run": run_to_dict(item), "prov_path": prov})
-            return True
-        if isinstance(item, _RunJob):
+        elif isinstance(item, _Opened):
+            window = item.window
+            self._journal_line(
+                "open",
+                {
+                    "run_id": window.run_id,
+                    "kind": item.kind,
+                    "cell_sha256": window.sha256,
+                    "cell_id": window.cell_id,
+                    "started_at_unix_s": window.started_unix_s,
+                },
+            )
+        elif isinstance(item, ClosedCell):
+            self._journal_line("close", {"run": self._cell_payload(item)})
+            self._undocumented.append(item)
+            if len(self._undocumented) >= CELLS_PER_DOCUMENT:
+                self._write_cells_document()
+        elif isinstance(item, _RunJob):
             self._write_run(item)
-            return True
-        # Everything before the marker must be readable by whoever waits on it: push the
-        # journal's buffer to the OS before saying so.
-        if self._journal is not None:
-            self._journal.flush()
-        if item.write_session_document and self._plain_cells_since_document:
-            self._write_session_document()
-        item.done.set()
-        return False
+        else:
+            # Everything before the marker must be readable by whoever waits on it: push the
+            # journal's buffer to the OS before saying so.
+            if self._journal is not None:
+                self._journal.flush()
+            if item.write_documents and self._undocumented:
+                self._write_cells_document()
+            item.done.set()
+
+    def _cell_payload(self, cell: ClosedCell) -> dict[str, Any]:
+        """The journal form of a plain cell, written out by hand: `dataclasses.asdict` costs
+        ~10× more, and this runs once per executed cell. Same shape as `run_to_dict`."""
+        window = cell.window
+        wall_s = (cell.ended_perf_ns - window.started_perf_ns) / 1e9
+        return {
+            "run_id": window.run_id,
+            "session_id": self.session.session_id,
+            "kind": "cell",
+            "cell": {
+                "sha256": window.sha256,
+                "source": window.source,
+                "cell_id": window.cell_id,
+                "execution_count": cell.execution_count,
+                "notebook_path": self.session.notebook_path,
+            },
+            "started_at_unix_s": window.started_unix_s,
+            "ended_at_unix_s": window.started_unix_s + wall_s,
+            "wall_time_s": wall_s,
+            "cpu_time_s": (cell.ended_cpu_ns - window.started_cpu_ns) / 1e9,
+            "status": cell.status,
+            "error_type": cell.error_type,
+        }
+
+    def _write_cells_document(self) -> None:
+        """One PROV document for the plain cells journaled since the last one."""
+        from . import provmodel
+
+        runs = [
+            build_run(
+                self.session.session_id,
+                self.session.notebook_path,
+                cell.window,
+                cell.ended_perf_ns,
+                cell.ended_cpu_ns,
+                "cell",
+                cell.status,
+                cell.error_type,
+                cell.execution_count,
+            )
+            for cell in self._undocumented
+        ]
+        document = provmodel.session_document(runs, self.session)
+        path = self.store.cells_document_path(self.session.session_id, self._documents_written)
+        atomic_write_bytes(path, provmodel.serialize(document).encode("utf-8"))
+        self._journal_line(
+            "document",
+            {"path": self.store.relpath(path), "run_ids": [run.run_id for run in runs]},
+        )
+        self._documents_written += 1
+        self._undocumented = []
 
     def _write_run(self, job: _RunJob) -> None:
         from . import provmodel
 
         run = job.run
-        if not job.run.data_files:
-            files = tuple(self._data_file(run, role, cols) for role, cols in job.series.items())
-            run = job.run = dataclasses.replace(run, data_files=files)
+        if not job.encoded:
+            data_files, fields = [], {}
+            for series in job.files:
+                data, filled = series.encode()
+                fields.update(filled)
+                if data:
+                    data_files.append(self._data_file(run, series.role, data))
+            run = job.run = dataclasses.replace(run, data_files=tuple(data_files), **fields)
+            job.encoded = True
         if job.document is None:
             job.document = provmodel.run_document(run, self.session)
             job.future.set_result(job.document)
@@ -255,12 +328,7 @@ class StoreWriter:
             "close", {"run": run_to_dict(run), "prov_path": self.store.relpath(path)}
         )
 
-    def _data_file(
-        self, run: CellRun, role: str, columns: Mapping[str, Sequence[float]]
-    ) -> DataFile:
-        from .columnar import parquet_bytes
-
-        data = parquet_bytes(columns)
+    def _data_file(self, run: CellRun, role: str, data: bytes) -> DataFile:
         path = self.store.run_path(run, f".{role}.parquet")
         atomic_write_bytes(path, data)
         return DataFile(
@@ -270,18 +338,6 @@ class StoreWriter:
             size_bytes=len(data),
             media_type="application/vnd.apache.parquet",
         )
-
-    def _write_session_document(self) -> None:
-        from . import provmodel
-
-        if self._journal is not None:
-            self._journal.flush()
-        state = read_journal(self.store.journal_path(self.session.session_id))
-        cells = [run for run, _ in state.closed.values() if run.kind == "cell"]
-        document = provmodel.session_document(cells, state.session or self.session)
-        path = self.store.session_prov_path(self.session.session_id)
-        atomic_write_bytes(path, provmodel.serialize(document).encode("utf-8"))
-        self._plain_cells_since_document = 0
 
     def _journal_line(self, event: str, payload: dict[str, Any]) -> None:
         if self._journal is None:

@@ -148,7 +148,7 @@ def test_list_json_rows(recorded: Recorded, capsys: Any) -> None:
     assert rows[1]["error_type"] == "ZeroDivisionError"
     assert rows[2]["params"] == {"lr": 0.01, "batch_size": 64}
     assert Path(rows[2]["prov_path"]).name == f"{rows[2]['run_id']}.prov.json"
-    assert Path(rows[0]["prov_path"]).name == "session.prov.json"
+    assert Path(rows[0]["prov_path"]).name == "cells-0000.prov.json"
     assert [r["execution_count"] for r in rows] == sorted(r["execution_count"] for r in rows)
 
 

@@ -209,11 +209,11 @@ def test_loading_twice_is_harmless(loaded: Any, store_dir: Path) -> None:
 
 
 def test_session_document_holds_plain_cells(loaded: Any, store_dir: Path) -> None:
-    """Plain cell records are written as one PROV-JSON per session that `prov` reads back."""
+    """Plain cell records are written as PROV-JSON documents that `prov` reads back."""
     loaded.run_cell("a = 1", store_history=True)
     loaded.run_cell("b = a + 1", store_history=True)
     flush(loaded)
-    (path,) = store_dir.glob("sessions/*/session.prov.json")
+    (path,) = store_dir.glob("sessions/*/cells-*.prov.json")
     doc = deserialize_strict(path)
     assert sha("a = 1") in path.read_text() and sha("b = a + 1") in path.read_text()
     assert len(list(doc.get_records())) > 4

@@ -20,6 +20,7 @@ from jupyter_prov4ml.journal import (
     session_to_dict,
 )
 from jupyter_prov4ml.notices import Notices
+from jupyter_prov4ml.recorder import ClosedCell, OpenWindow
 from jupyter_prov4ml.records import (
     CellRef,
     CellRun,
@@ -30,6 +31,7 @@ from jupyter_prov4ml.records import (
     SeriesSummary,
     SessionInfo,
 )
+from jupyter_prov4ml.sampling import HardwareSamplesFile, SampleColumns
 from jupyter_prov4ml.store import (
     DEFAULT_DIRNAME,
     STORE_ENV,
@@ -347,6 +349,34 @@ def test_store_root_default(tmp_path: Path, environ: dict[str, str]) -> None:
 # -- the writer's flush ---------------------------------------------------------------------
 
 
+def closed_cell(run: CellRun) -> ClosedCell:
+    """The raw form in which a cell hook hands a finished plain cell to the writer."""
+    window = OpenWindow(
+        run.run_id,
+        run.cell.source,
+        run.cell.sha256,
+        run.cell.cell_id,
+        run.started_at_unix_s,
+        0,
+        0,
+    )
+    return ClosedCell(
+        window,
+        int(run.wall_time_s * 1e9),
+        int(run.cpu_time_s * 1e9),
+        run.status,
+        run.error_type,
+        run.cell.execution_count,
+    )
+
+
+def slow_samples() -> SampleColumns:
+    columns = SampleColumns(capacity=10**6)
+    for i in range(500_000):
+        columns.append({"elapsed_s": i * 0.1, "v": 0.5})
+    return columns
+
+
 def test_flush_returns_only_after_earlier_lines_are_on_disk(tmp_path: Path) -> None:
     """Once `flush()` returns True, every record queued before it is readable in the journal."""
     store = Store(tmp_path / "store")
@@ -365,12 +395,12 @@ def test_flush_returns_only_after_earlier_lines_are_on_disk(tmp_path: Path) -> N
         # job] when it drains: this makes the race deterministic.
         flusher = threading.Thread(target=flush_and_read)
         with writer._drain_lock:
-            writer.closed(queued_first)
+            writer.closed_cell(closed_cell(queued_first))
             flusher.start()
             while not any(type(item).__name__ == "_FlushMarker" for item in writer._pending):
                 threading.Event().wait(0.001)
             slow = make_run(run_id=f"{SESSION}-00009")
-            writer.submit_run(slow, {"hardware_samples": {"v": [0.5] * 500_000}})
+            writer.submit_run(slow, [HardwareSamplesFile(slow_samples())])
         flusher.join(60)
         assert seen["flushed"] is True
         assert queued_first.run_id in seen["state"].closed  # type: ignore[attr-defined]

@@ -1,0 +1,154 @@
+"""The API user code calls inside a notebook: parameters, metrics, tracked loops, artifacts.
+
+Calls attach to the running `%%provrun` run, or else to the running cell. They never raise
+into user code because of us: what cannot be recorded gets one warning line and is skipped.
+The extension is found on the IPython shell that loaded it (no module-level state here).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._extension import ProvExtension
+    from .records import Artifact
+
+T = TypeVar("T")
+
+
+def _extension() -> ProvExtension | None:
+    # get_ipython() costs ~2.5 µs (traitlets checks): too much for a 1 µs log_metric. This
+    # reads the same singleton slot directly, without importing IPython if nobody has.
+    module = sys.modules.get("IPython.core.interactiveshell")
+    if module is None:
+        return None
+    shell = module.InteractiveShell._instance
+    return getattr(shell, "_jupyter_prov4ml", None) if shell is not None else None
+
+
+def _not_loaded(what: str) -> None:
+    warnings.warn(
+        f"jupyter_prov4ml is not loaded (run %load_ext jupyter_prov4ml): {what} records nothing",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def log_param(name: str, value: Any) -> None:
+    """Record a parameter of the current run (numbers and strings as they are, other values
+    as a short text)."""
+    extension = _extension()
+    if extension is None:
+        _not_loaded("log_param")
+        return
+    extension.api_log_param(name, value)
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Record several parameters at once."""
+    extension = _extension()
+    if extension is None:
+        _not_loaded("log_params")
+        return
+    try:
+        items = list(params.items())
+    except AttributeError:
+        extension.notices.warn("log_params", "log_params expects a mapping; nothing recorded")
+        return
+    for name, value in items:
+        extension.api_log_param(name, value)
+
+
+def log_metric(name: str, value: Any, step: int | None = None, context: str = "training") -> None:
+    """Record one point of a metric, e.g. `log_metric("loss", loss, step=epoch)`.
+
+    Values may be Python numbers, numpy scalars or 0-d arrays, or one-element framework
+    tensors; NaN and infinities are kept as such. Without `step`, points are numbered 0, 1, …
+    per metric. `context` separates e.g. `training`, `validation` and `testing`.
+    """
+    extension = _extension()
+    if extension is None:
+        _not_loaded("log_metric")
+        return
+    extension.api_log_metric(name, value, step, context)
+
+
+def log_metrics(
+    metrics: Mapping[str, Any], step: int | None = None, context: str = "training"
+) -> None:
+    """Record one point of several metrics at the same step."""
+    extension = _extension()
+    if extension is None:
+        _not_loaded("log_metrics")
+        return
+    try:
+        items = list(metrics.items())
+    except AttributeError:
+        extension.notices.warn("log_metrics", "log_metrics expects a mapping; nothing recorded")
+        return
+    for name, value in items:
+        extension.api_log_metric(name, value, step, context)
+
+
+def track(iterable: Iterable[T], name: str = "epoch", total: int | None = None) -> Iterator[T]:
+    """Wrap a training loop: each iteration of the outermost tracked loop becomes a step with
+    its own time, CPU, energy and metrics; tracked loops inside it are counted into it.
+
+        for epoch in track(range(epochs)):
+            for batch in track(loader, name="batch"):
+                ...
+    """
+    extension = _extension()
+    if extension is None:
+        _not_loaded("track")
+        return iter(iterable)
+    return extension.api_track(iterable, name, total)
+
+
+def log_artifact(
+    path: str | PathLike[str], name: str | None = None, copy: bool = False
+) -> Artifact | None:
+    """Record a file the run produced (checkpoint, plot, dataset) by its sha256 and size.
+
+    Nothing is copied unless `copy=True`, which copies it into the run's folder in the store.
+    """
+    extension = _extension()
+    if extension is None:
+        _not_loaded("log_artifact")
+        return None
+    return extension.api_log_artifact(path, name, copy)
+
+
+def read_metrics(run_id: str, store: str | PathLike[str] | None = None) -> Any:
+    """A run's metric points: a pandas DataFrame where pandas is installed, else a dict of
+    columns. Columns: name, context, step, value (float64, as logged), time_s."""
+    from .metrics import read_metrics_file
+    from .store import Store, resolve_store_root
+
+    extension = _extension()
+    if store is not None:
+        root = Path(store)
+    elif extension is not None:
+        extension.writer.flush(session_document=False)
+        root = extension.store.root
+    else:
+        import os
+
+        root = resolve_store_root(os.environ, Path.cwd())
+    stored = Store(root).find(run_id)
+    files = [f for f in stored.run.data_files if f.role == "metrics"]
+    columns: dict[str, list[Any]] = (
+        read_metrics_file(root / files[0].relpath)
+        if files
+        else {"name": [], "context": [], "step": [], "value": [], "time_s": []}
+    )
+    try:
+        import pandas
+    except ImportError:
+        return columns
+    return pandas.DataFrame(columns)

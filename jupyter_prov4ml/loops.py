@@ -1,0 +1,121 @@
+"""`track(iterable)`: training-loop iterations as step windows.
+
+Each iteration of a loop tracked at depth < `step_depth` (by default only the outermost) is a
+step; deeper tracked loops (batches) are only counted into the step that contains them, so a
+run has one activity per epoch, not thousands per batch. On the hot path a step costs a few
+clock reads and one append; everything else is computed when the run closes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class OpenStep:
+    loop: str
+    index: int
+    started_unix_s: float
+    started_ns: int
+    started_cpu_ns: int
+    inner: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RawStep:
+    """A finished step's window, before hardware and energy are attached at run close."""
+
+    loop: str
+    index: int
+    started_unix_s: float
+    started_ns: int
+    ended_ns: int
+    cpu_time_s: float
+    inner_iterations: tuple[tuple[str, int], ...]
+    completed: bool
+
+
+@dataclass(slots=True)
+class Progress:
+    """The outermost loop's progress, read by the live view from the sampler thread."""
+
+    loop: str
+    total: int | None
+    started_ns: int
+    done: int = 0
+
+
+class LoopTracker:
+    """The tracked loops of one run (main thread)."""
+
+    def __init__(self, step_depth: int = 1) -> None:
+        self.step_depth = max(1, step_depth)
+        self.steps: list[RawStep] = []
+        self.progress: Progress | None = None
+        self._open: list[OpenStep] = []
+        self._depth = 0
+
+    def track(self, iterable: Iterable[T], name: str, total: int | None) -> Iterator[T]:
+        if total is None:
+            try:
+                total = len(iterable)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        return self._iterate(iterable, name, total)
+
+    def _iterate(self, iterable: Iterable[T], name: str, total: int | None) -> Iterator[T]:
+        depth = self._depth
+        self._depth += 1
+        try:
+            if depth >= self.step_depth:
+                for item in iterable:
+                    if self._open:
+                        inner = self._open[-1].inner
+                        inner[name] = inner.get(name, 0) + 1
+                    yield item
+                return
+            progress = Progress(name, total, time.perf_counter_ns())
+            if depth == 0:
+                self.progress = progress
+            for index, item in enumerate(iterable):
+                step = OpenStep(
+                    name, index, time.time(), time.perf_counter_ns(), time.process_time_ns()
+                )
+                self._open.append(step)
+                try:
+                    yield item
+                except GeneratorExit:
+                    # The loop was left early (break, an exception): the step ends here.
+                    self._close(step, completed=False)
+                    raise
+                self._close(step, completed=True)
+                progress.done = index + 1
+        finally:
+            self._depth -= 1
+
+    def _close(self, step: OpenStep, completed: bool) -> None:
+        if step not in self._open:
+            return  # already closed by finish()
+        self._open.remove(step)
+        self.steps.append(
+            RawStep(
+                step.loop,
+                step.index,
+                step.started_unix_s,
+                step.started_ns,
+                time.perf_counter_ns(),
+                (time.process_time_ns() - step.started_cpu_ns) / 1e9,
+                tuple(step.inner.items()),
+                completed,
+            )
+        )
+
+    def finish(self) -> None:
+        """Close steps still open when the run ends (a failed or interrupted cell)."""
+        for step in reversed(list(self._open)):
+            self._close(step, completed=False)
