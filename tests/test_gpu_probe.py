@@ -11,8 +11,8 @@ from typing import Any
 
 import pynvml
 import pytest
-from fake_nvml import FakeGpu, FakeNvml, own_pid
 
+from fake_nvml import FakeGpu, FakeNvml, own_pid
 from jupyter_prov4ml.probes import gpu as gpu_module
 from jupyter_prov4ml.probes.gpu import (
     GpuProbe,
