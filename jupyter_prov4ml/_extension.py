@@ -202,7 +202,7 @@ class ProvExtension:
             capture.metrics.log(name, value, step, context)
         except MetricError as error:
             self.notices.warn(
-                f"metric:{name!r:.60}:{type(value).__name__}",
+                f"metric:{name!r:.60}:{error.problem}",
                 f"log_metric({name!r:.60}): {error}; point skipped",
             )
         except Exception as error:  # noqa: BLE001 - our bug must not fail the user's loop

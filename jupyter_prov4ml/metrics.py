@@ -30,18 +30,25 @@ _ENCODINGS = {
 
 
 class MetricError(ValueError):
-    """A metric we cannot store: the message is the one line the user sees."""
+    """A metric we cannot store: the message is the one line the user sees; `problem` (value,
+    step or name) groups repeats, so a loop of bad points gives one line, not thousands."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 def metric_value(value: object) -> float:
     """A float64 from Python numbers, numpy scalars/0-d arrays, or framework scalars (a
     one-element torch or jax tensor) — through `__float__`, so no framework is imported."""
     if isinstance(value, str | bytes | bytearray) or value is None:
-        raise MetricError(f"a metric value must be a number, not {type(value).__name__}")
+        raise MetricError(f"a metric value must be a number, not {type(value).__name__}", "value")
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError) as error:
-        raise MetricError(f"cannot store {type(value).__name__} as a number ({error})") from None
+        raise MetricError(
+            f"cannot store {type(value).__name__} as a number ({error})", "value"
+        ) from None
 
 
 def metric_step(step: object) -> int:
@@ -51,9 +58,9 @@ def metric_step(step: object) -> int:
     try:
         index = operator.index(step)  # type: ignore[arg-type]
     except TypeError:
-        raise MetricError(f"a step must be an integer, not {type(step).__name__}") from None
+        raise MetricError(f"a step must be an integer, not {type(step).__name__}", "step") from None
     if not _INT64_MIN <= index <= _INT64_MAX:
-        raise MetricError(f"step {index} does not fit in 64 bits")
+        raise MetricError(f"step {index} does not fit in 64 bits", "step")
     return index
 
 
@@ -102,9 +109,13 @@ class MetricLog:
     def _new_series(self, name: object, context: object) -> MetricSeries:
         for label, text in (("name", name), ("context", context)):
             if not isinstance(text, str) or not text:
-                raise MetricError(f"a metric {label} must be a non-empty string, got {text!r:.60}")
+                raise MetricError(
+                    f"a metric {label} must be a non-empty string, got {text!r:.60}", "name"
+                )
             if len(text) > MAX_NAME_CHARS:
-                raise MetricError(f"a metric {label} is limited to {MAX_NAME_CHARS} characters")
+                raise MetricError(
+                    f"a metric {label} is limited to {MAX_NAME_CHARS} characters", "name"
+                )
         assert isinstance(name, str) and isinstance(context, str)
         series = self.series[(name, context)] = MetricSeries(name, context)
         return series
