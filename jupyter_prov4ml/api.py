@@ -124,9 +124,12 @@ def log_artifact(
     return extension.api_log_artifact(path, name, copy)
 
 
-def read_metrics(run_id: str, store: str | PathLike[str] | None = None) -> Any:
+def read_metrics(run_id: str | None = None, store: str | PathLike[str] | None = None) -> Any:
     """A run's metric points: a pandas DataFrame where pandas is installed, else a dict of
-    columns. Columns: name, context, step, value (float64, as logged), time_s."""
+    columns. Columns: name, context, step, value (float64, as logged), time_s.
+
+    Without `run_id`, the most recent run that logged metrics (in this kernel's session when
+    the extension is loaded)."""
     from .metrics import read_metrics_file
     from .store import Store, resolve_store_root
 
@@ -140,7 +143,19 @@ def read_metrics(run_id: str, store: str | PathLike[str] | None = None) -> Any:
         import os
 
         root = resolve_store_root(os.environ, Path.cwd())
-    stored = Store(root).find(run_id)
+    if run_id is None:
+        session = extension.session.session_id if extension is not None else None
+        with_metrics = [
+            s
+            for s in Store(root).runs()
+            if any(f.role == "metrics" for f in s.run.data_files)
+            and (session is None or s.run.session_id == session)
+        ]
+        if not with_metrics:
+            raise LookupError(f"no run with metrics in {root}")
+        stored = with_metrics[-1]
+    else:
+        stored = Store(root).find(run_id)
     files = [f for f in stored.run.data_files if f.role == "metrics"]
     columns: dict[str, list[Any]] = (
         read_metrics_file(root / files[0].relpath)

@@ -16,7 +16,7 @@ from typing import Any
 from .energy import EnergyConfig, EnergyReading, estimate_cpu_energy_j, gpu_window_energy
 from .loops import LoopTracker, RawStep
 from .metrics import MetricLog
-from .params import scalar_or_none
+from .params import make_param, scalar_or_none
 from .records import Artifact, EnergyLedger, LoopStep, Param, SeriesSummary
 from .sampling import SampleColumns
 
@@ -43,7 +43,7 @@ class RunCapture:
         if scalar is None and value is not None:
             text = repr(value)
             scalar = text if len(text) <= 200 else f"<{type(value).__name__}>"
-        self.params.append(Param(name, scalar, "api"))
+        self.params.append(make_param(name, scalar, "api"))
 
     def log_artifact(self, path: Path, name: str | None, copy_to: Path | None) -> Artifact:
         """Identify `path` by content now (what it holds when logged is what the run made)."""

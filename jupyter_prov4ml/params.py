@@ -9,10 +9,16 @@ import re
 import warnings
 
 from .records import Param, ParamValue
+from .redaction import redact_value
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _MAX_SOURCE_CHARS = 1_000_000
 MAX_STRING_CHARS = 1_000
+
+
+def make_param(name: str, value: ParamValue, source: str) -> Param:
+    """A Param, with the value redacted when it or its name looks like a credential."""
+    return Param(name, redact_value(name, value), source)  # type: ignore[arg-type]
 
 
 class ParamError(ValueError):
@@ -27,7 +33,7 @@ def parse_param_option(text: str) -> Param:
         raise ParamError(f"--param expects NAME=VALUE, got {text!r}")
     if not _NAME.match(name):
         raise ParamError(f"--param name {name!r} is not an identifier")
-    return Param(name, literal_or_text(raw.strip()), "magic")
+    return make_param(name, literal_or_text(raw.strip()), "magic")
 
 
 def literal_or_text(raw: str) -> ParamValue:
@@ -82,14 +88,28 @@ def literal_assignments(source: str) -> list[Param]:
             value = ast.literal_eval(value_node)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             continue
-        scalar = scalar_or_none(value)
-        if scalar is None and value is not None:
-            continue
         for target in targets:
-            if isinstance(target, ast.Name):
-                found.pop(target.id, None)
-                found[target.id] = Param(target.id, scalar, "literal")
+            for name, item in _bound_literals(target, value):
+                scalar = scalar_or_none(item)
+                if scalar is None and item is not None:
+                    continue
+                found.pop(name, None)
+                found[name] = make_param(name, scalar, "literal")
     return list(found.values())
+
+
+def _bound_literals(target: ast.expr, value: object) -> list[tuple[str, object]]:
+    """(name, value) pairs bound by `target = value`: `x = 1`, and `a, b = 1, 2` item-wise."""
+    if isinstance(target, ast.Name):
+        return [(target.id, value)]
+    if (
+        isinstance(target, ast.Tuple | ast.List)
+        and isinstance(value, tuple | list)
+        and len(target.elts) == len(value)
+        and all(isinstance(element, ast.Name) for element in target.elts)
+    ):
+        return [(element.id, item) for element, item in zip(target.elts, value, strict=True)]  # type: ignore[attr-defined]
+    return []
 
 
 def merge_params(*groups: list[Param]) -> tuple[Param, ...]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .identity import front_end_cell_id, source_sha256
+from .redaction import redact_source
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -79,7 +80,7 @@ def build_run(
         kind=kind,
         cell=CellRef(
             sha256=window.sha256,
-            source=window.source,
+            source=redact_source(window.source),
             cell_id=window.cell_id,
             execution_count=execution_count,
             notebook_path=notebook_path,

@@ -22,6 +22,7 @@ from .journal import encode_line, run_to_dict, session_to_dict
 from .notices import Notices
 from .recorder import ClosedCell, OpenWindow, build_run
 from .records import CellRun, DataFile, SessionInfo
+from .redaction import redact_source
 from .store import Store, atomic_write_bytes, make_private_dirs
 
 if TYPE_CHECKING:
@@ -265,7 +266,7 @@ class StoreWriter:
             "kind": "cell",
             "cell": {
                 "sha256": window.sha256,
-                "source": window.source,
+                "source": redact_source(window.source),
                 "cell_id": window.cell_id,
                 "execution_count": cell.execution_count,
                 "notebook_path": self.session.notebook_path,

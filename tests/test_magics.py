@@ -278,3 +278,27 @@ def test_journal_has_open_and_close_for_provrun(loaded: Any, store_dir: Path) ->
     assert events[0] == ("session", None)
     assert ("open", "provrun") in events
     assert events[-1][0] == "close"
+
+
+def test_secrets_never_reach_the_store(loaded: Any, store_dir: Path) -> None:
+    """Parameters named like credentials are redacted whichever way they arrive (magic line,
+    literal assignment, API), and so are their values in the stored cell source: the secret
+    values appear nowhere in the store, while the cell's sha256 is still the original's."""
+    loaded.run_cell(
+        "%%provrun --no-graph --param api_key=sk-live-123456789abcdef\n"
+        'password = "hunter2-very-secret"\n'
+        "from jupyter_prov4ml import log_param\n"
+        "log_param('HF_TOKEN', 'hf_abcdefghijklmnopqrstuvwxyz')\n"
+        "batch_size = 8\n",
+        store_history=True,
+    )
+    flush(loaded)
+    stored = b"".join(p.read_bytes() for p in store_dir.rglob("*") if p.is_file())
+    for secret in (b"sk-live-123456789abcdef", b"hunter2-very-secret", b"hf_abcdefghijklmnop"):
+        assert secret not in stored
+    run = closed_runs(store_dir)[-1]
+    params = {p["name"]: p["value"] for p in run["params"]}
+    assert params["api_key"] == params["password"] == params["HF_TOKEN"] == "<redacted>"
+    assert params["batch_size"] == 8
+    assert run["cell"]["sha256"] != sha(run["cell"]["source"]), "hash of the original source"
+    assert "batch_size = 8" in run["cell"]["source"]

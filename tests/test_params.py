@@ -101,13 +101,23 @@ def test_literal_assignments_plain_and_annotated() -> None:
     ]
 
 
+def test_literal_assignments_unpacks_tuples() -> None:
+    """`lr, seed = 0.3, 0` binds two parameters, item by item."""
+    assert literal_assignments("lr, seed = 0.3, 0\n[x, y] = ['a', None]\n") == [
+        Param("lr", 0.3, "literal"),
+        Param("seed", 0, "literal"),
+        Param("x", "a", "literal"),
+        Param("y", None, "literal"),
+    ]
+
+
 def test_literal_assignments_ignores_what_is_not_a_simple_literal_binding() -> None:
-    """Tuple targets, attributes, subscripts, bare annotations, augmented and nested
-    assignments and non-literal values are all ignored."""
+    """Attributes, subscripts, bare annotations, augmented and nested assignments, starred or
+    mismatched unpacking and non-literal values are all ignored."""
     source = (
-        "a, b = 1, 2\n"
-        "(c, d) = (3, 4)\n"
-        "[e] = [5]\n"
+        "a, *b = 1, 2, 3\n"
+        "(c, d) = (3, 4, 5)\n"
+        "e, f = g\n"
         "obj.attr = 6\n"
         "table['k'] = 7\n"
         "self.x: int = 8\n"
