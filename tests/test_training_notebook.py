@@ -118,8 +118,8 @@ def test_notebook_runs_without_error(training_run: dict[str, Any]) -> None:
 
 
 def test_run_lists_its_hyperparameters(training_run: dict[str, Any]) -> None:
-    """`list --json` shows the run's literal hyperparameters (tuple assignments too), matching the values
-    the notebook reports."""
+    """`list --json` shows the run's literal hyperparameters (tuple assignments too),
+    matching the values the notebook reports."""
     params, logged = training_run["run"]["params"], training_run["logged"]
     assert params["hidden_units"] == 64
     assert params["batch_size"] == logged["batch_size"] == 32
