@@ -3,7 +3,7 @@
 Exits 0 even when a target is missed (this is a report; FAIL rows say so), and a benchmark
 that cannot run at all is reported as an ERROR line while the others still run.
 
-Usage: `python benchmarks/run_all.py [--verbose]` (`make bench`); about 2 minutes.
+Usage: `python benchmarks/run_all.py [--verbose]` (`make bench`); about 4 minutes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_dataflow
 import bench_hooks
+import bench_index
+import bench_metrics
 import bench_provrun
+import bench_sampler
 import bench_startup
 from _report import Result, format_table
 
@@ -34,6 +38,10 @@ def main(argv: list[str]) -> int:
         ("bench_startup", lambda: bench_startup.main(verbose=verbose)),
         ("bench_hooks", bench_hooks.main),
         ("bench_provrun", bench_provrun.main),
+        ("bench_index", bench_index.main),
+        ("bench_metrics", bench_metrics.main),
+        ("bench_sampler", bench_sampler.main),
+        ("bench_dataflow", bench_dataflow.main),
     ]
     results: list[Result] = []
     errors: list[str] = []

@@ -24,12 +24,13 @@ from IPython.display import display
 from .capture import RunCapture, artifact_name_ok
 from .energy import EnergyConfig, RaplReader
 from .graph import ProvGraph
-from .identity import notebook_path
+from .identity import notebook_cells, notebook_path
+from .lineage_views import StaleReport
 from .metering import EnergyMeter
 from .metrics import MetricError
 from .notices import Notices
 from .probes.gpu import open_gpu_probe
-from .probes.host import HostReader, host_facts
+from .probes.host import host_facts, open_host_reader
 from .provrun import CapturedRun, RunSummary
 from .recorder import Recorder
 from .records import SessionInfo
@@ -71,7 +72,7 @@ class ProvExtension:
         self.shell = shell
         self.notices = Notices()
         self.host = host_facts()
-        self.host_reader = HostReader()
+        self.host_reader = open_host_reader()
         self.gpu = open_gpu_probe()
         self.meter = EnergyMeter(self.gpu, RaplReader(), _energy_config(environ, self.notices))
         self.notebook_path = notebook_path(getattr(shell, "user_ns", {}))
@@ -91,7 +92,12 @@ class ProvExtension:
         self.store = Store(resolve_store_root(environ, Path.cwd()))
         self.writer = StoreWriter(self.store, self.session, self.notices)
         self.recorder = Recorder(
-            self.session.session_id, self.writer, self.notebook_path, self.meter.config
+            self.session.session_id,
+            self.writer,
+            self.notebook_path,
+            self.meter.config,
+            namespace=getattr(shell, "user_ns", None),
+            on_error=self._lineage_failed,
         )
         # How many levels of nested `track` loops become step activities (the rest are counted).
         self.step_depth = 1
@@ -109,6 +115,7 @@ class ProvExtension:
         self.shell.register_magics(self._magics)
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.shell.ast_transformers.append(self.recorder.trees)
         atexit.register(self.close_writer)
 
     def unload(self) -> None:
@@ -119,12 +126,15 @@ class ProvExtension:
         ):
             if callback in self.shell.events.callbacks[event]:
                 self.shell.events.unregister(event, callback)
+        if self.recorder.trees in self.shell.ast_transformers:
+            self.shell.ast_transformers.remove(self.recorder.trees)
         if self._magics is not None:
             _unregister_magics(self.shell, self._magics)
             self._magics = None
         atexit.unregister(self.close_writer)
         self.close_writer()
         self.gpu.close()
+        self.host_reader.close()
 
     def close_writer(self) -> None:
         self.writer.close()
@@ -159,7 +169,7 @@ class ProvExtension:
 
     def show_run(self, captured: CapturedRun, graph: bool) -> None:
         """Display a finished %%provrun: its summary, then (optionally) its graph."""
-        display(RunSummary(captured.run, captured.latest_metrics))
+        display(RunSummary(captured.run, captured.latest_metrics, captured.stale_inputs))
         if not graph:
             return
         try:
@@ -171,6 +181,29 @@ class ProvExtension:
         except Exception as error:  # noqa: BLE001
             self.notices.warn("graph", f"could not draw the provenance graph ({error!r})")
         self.notices.flush_to_stderr()
+
+    def stale_report(self) -> StaleReport:
+        """Stale cells of this session; with the notebook's file, also edited and
+        out-of-order cells."""
+        notebook = notebook_cells(self.notebook_path)
+        sources, positions = notebook if notebook is not None else (None, None)
+        return StaleReport(self.recorder.lineage.stale_cells(sources, positions))
+
+    def session_graph(self, last: int | None = None) -> ProvGraph:
+        """This session's lineage as one graph (the last `last` executions if given)."""
+        from .lineage_views import lineage_dot
+
+        self.writer.flush(session_document=False)
+        runs = [s.run for s in self.store.runs(session_id=self.session.session_id)]
+        if last is not None:
+            runs = runs[-last:] if last > 0 else []
+        notebook = notebook_cells(self.notebook_path)
+        stale = (
+            self.recorder.lineage.stale_cells(*notebook)
+            if notebook
+            else self.recorder.lineage.stale_cells()
+        )
+        return ProvGraph.from_dot(lineage_dot(runs, stale, notebook[1] if notebook else None))
 
     def show_stored(self, run_ref: str) -> None:
         from .provmodel import stored_document
@@ -274,6 +307,9 @@ class ProvExtension:
             self._hook_failed(error)
         if self.notices.has_pending():
             self.notices.flush_to_stderr()
+
+    def _lineage_failed(self, part: str, error: Exception) -> None:
+        self.notices.warn(part, f"cell lineage not recorded ({error!r})")
 
     def _hook_failed(self, error: Exception) -> None:
         self._hook_failures += 1

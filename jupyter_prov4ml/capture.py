@@ -75,10 +75,73 @@ class StepContext:
     energy: EnergyConfig
 
 
-def finish_steps(capture: RunCapture, context: StepContext) -> tuple[LoopStep, ...]:
-    """Attach hardware aggregates, energy and last metric values to each step (run close)."""
+# PROV documents and the journal describe at most this many steps in full (evenly spaced,
+# first and last included); every step is in the run's steps file. A 66k-batch loop would
+# otherwise take minutes to save and could be lost at kernel exit.
+MAX_DOCUMENTED_STEPS = 1_000
+
+
+@dataclass(frozen=True)
+class FinishedSteps:
+    """The steps of a run: those described in full, and all of them as a data file."""
+
+    documented: tuple[LoopStep, ...]
+    total: int
+    file: StepsFile
+
+
+def finish_steps(capture: RunCapture, context: StepContext) -> FinishedSteps:
+    """Attach hardware aggregates, energy and last metric values to the documented steps
+    (run close); all steps go to the steps file with their times, CPU and CPU energy."""
     capture.loops.finish()
-    return tuple(_finish_step(raw, capture.metrics, context) for raw in capture.loops.steps)
+    raw = capture.loops.steps
+    chosen = documented_indices(len(raw), MAX_DOCUMENTED_STEPS)
+    documented = tuple(_finish_step(raw[i], capture.metrics, context) for i in chosen)
+    return FinishedSteps(documented, len(raw), StepsFile(tuple(raw), context.energy.watts_per_core))
+
+
+def documented_indices(count: int, limit: int) -> list[int]:
+    """Up to `limit` evenly spaced indices of `count`, always with the first and the last."""
+    if count <= limit:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)})
+
+
+@dataclass(frozen=True)
+class StepsFile:
+    """Every loop step of a run as a Parquet data file (encoded in the writer thread)."""
+
+    steps: tuple[RawStep, ...]
+    watts_per_core: float
+    role: str = "steps"
+
+    def encode(self) -> tuple[bytes, dict[str, Any]]:
+        if not self.steps:
+            return b"", {}
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        steps = self.steps
+        table = pa.table(
+            {
+                "loop": pa.array([s.loop for s in steps]).dictionary_encode(),
+                "index": pa.array([s.index for s in steps], pa.int64()),
+                "started_at_unix_s": pa.array([s.started_unix_s for s in steps], pa.float64()),
+                "wall_time_s": pa.array(
+                    [(s.ended_ns - s.started_ns) / 1e9 for s in steps], pa.float64()
+                ),
+                "cpu_time_s": pa.array([s.cpu_time_s for s in steps], pa.float64()),
+                "cpu_energy_j_estimated": pa.array(
+                    [max(0.0, s.cpu_time_s) * self.watts_per_core for s in steps], pa.float64()
+                ),
+                "completed": pa.array([s.completed for s in steps], pa.bool_()),
+            }
+        )
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        return sink.getvalue(), {}
 
 
 def _finish_step(raw: RawStep, metrics: MetricLog, context: StepContext) -> LoopStep:

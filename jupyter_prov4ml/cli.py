@@ -8,11 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .graph import DotUnavailable
 from .store import Store, StoredRun, resolve_store_root
 
-EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg", "metrics-csv")
+EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg", "metrics-csv", "rocrate")
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -47,16 +48,69 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from .index import RunQuery
     from .listing import RunTable, run_row
 
-    stored = _store(args).runs()
-    if args.kind:
-        stored = [s for s in stored if s.run.kind == args.kind]
-    rows = [run_row(s) for s in stored]
-    if args.last is not None:
-        rows = rows[-args.last :] if args.last > 0 else []
-    print(json.dumps(rows, indent=1) if args.json else repr(RunTable(rows)))
+    query = RunQuery(kind=args.kind, name=args.name, failed=args.failed, last=args.last)
+    rows = [run_row(run) for run in _store(args).query(query)]
+    print(json.dumps(rows, indent=1) if args.json else repr(RunTable(rows, wide=args.wide)))
     return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .rundiff import diff_runs
+
+    store = _store(args)
+    difference = diff_runs(store.find(args.run_a), store.find(args.run_b), store)
+    print(json.dumps(difference.to_dict(), indent=1) if args.json else repr(difference))
+    return 0
+
+
+def _session_lineage(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, int] | None]:
+    """A session's runs (the newest session by default), its replayed lineage, and the
+    notebook's cell positions when its file is still there."""
+    from .identity import notebook_cells
+    from .lineage import Lineage
+
+    store = _store(args)
+    runs = store.runs(session_id=args.session) if args.session else store.runs()
+    if not runs:
+        raise LookupError(f"no runs in {store.root}")
+    session = args.session or runs[-1].run.session_id
+    records = [s.run for s in runs if s.run.session_id == session]
+    notebook = notebook_cells(next((r.cell.notebook_path for r in records), None))
+    lineage = Lineage.replay(records)
+    stale = lineage.stale_cells(*notebook) if notebook else lineage.stale_cells()
+    return records, stale, notebook[1] if notebook else None
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .graph import render_svg
+    from .lineage_views import lineage_dot
+
+    records, stale, positions = _session_lineage(args)
+    if args.last is not None:
+        records = records[-args.last :] if args.last > 0 else []
+    text = lineage_dot(records, stale, positions)
+    if args.format == "svg":
+        text = render_svg(text)
+    _write(text, args.output)
+    return 0
+
+
+def cmd_stale(args: argparse.Namespace) -> int:
+    from .lineage_views import StaleReport
+
+    _, stale, _ = _session_lineage(args)
+    print(repr(StaleReport(stale)))
+    return 0
+
+
+def _write(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -77,6 +131,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     store = _store(args)
     stored = store.find(args.run_id)
+    if args.format == "rocrate":
+        return _export_rocrate(args, store, stored)
+    if args.notebook:
+        print("jupyter-prov4ml: --notebook is for --format rocrate", file=sys.stderr)
+        return 2
     if args.format == "metrics-csv":
         text = _metrics_csv(store, stored)
     elif args.format in ("dot", "svg"):
@@ -92,6 +151,32 @@ def cmd_export(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _export_rocrate(args: argparse.Namespace, store: Store, stored: StoredRun) -> int:
+    from .rocrate_export import CrateError, export_rocrate
+
+    if not args.output:
+        print("jupyter-prov4ml: --format rocrate needs -o DIR_OR_ZIP", file=sys.stderr)
+        return 2
+    notebook = Path(args.notebook) if args.notebook else None
+    if notebook is not None and not notebook.is_file():
+        print(f"jupyter-prov4ml: no such notebook: {notebook}", file=sys.stderr)
+        return 2
+    try:
+        crate = export_rocrate(store, stored, Path(args.output), notebook=notebook)
+    except CrateError as error:
+        print(f"jupyter-prov4ml: {error}", file=sys.stderr)
+        return 2
+    for relpath in crate.missing:
+        print(f"jupyter-prov4ml: warning: {relpath} is missing from the store", file=sys.stderr)
+    for changed in crate.mismatched:
+        print(
+            f"jupyter-prov4ml: warning: {changed.crate_path} changed since it was recorded "
+            f"(sha256 {changed.sha256[:12]}…, recorded {str(changed.recorded_sha256)[:12]}…)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -138,16 +223,46 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     lst.add_argument("--kind", choices=("cell", "provrun"), help="only runs of this kind")
     lst.add_argument("--last", type=int, metavar="N", help="only the last N runs")
+    lst.add_argument("--name", metavar="X", help="only runs named X (a glob: 'base*')")
+    lst.add_argument("--failed", action="store_true", help="only runs that did not end ok")
+    lst.add_argument("--wide", action="store_true", help="add energy and parameters to the table")
     lst.set_defaults(func=cmd_list)
+
+    diff = with_store(sub.add_parser("diff", help="what changed between two runs"))
+    diff.add_argument("run_a", help="the reference run (an id, or a unique end of one)")
+    diff.add_argument("run_b", help="the run compared with it")
+    diff.add_argument("--json", action="store_true", help="JSON instead of text")
+    diff.set_defaults(func=cmd_diff)
+
+    graph = with_store(sub.add_parser("graph", help="a session's lineage between cells"))
+    graph.add_argument("--session", help="session id (default: the newest)")
+    graph.add_argument("--last", type=int, metavar="N", help="only the last N executions")
+    graph.add_argument("--format", "-f", choices=("dot", "svg"), default="dot")
+    graph.add_argument("-o", "--output", help="write here instead of stdout")
+    graph.set_defaults(func=cmd_graph)
+
+    stale = with_store(sub.add_parser("stale", help="cells whose output may be stale"))
+    stale.add_argument("--session", help="session id (default: the newest)")
+    stale.set_defaults(func=cmd_stale)
 
     show = with_store(sub.add_parser("show", help="details of one run"))
     show.add_argument("run_id", help="a run id, or a unique end of one")
     show.set_defaults(func=cmd_show)
 
-    export = with_store(sub.add_parser("export", help="a run's provenance in a PROV format"))
+    export = with_store(
+        sub.add_parser("export", help="a run's provenance in a PROV format, or as an RO-Crate")
+    )
     export.add_argument("run_id", help="a run id, or a unique end of one")
     export.add_argument("--format", "-f", choices=EXPORT_FORMATS, default="json")
-    export.add_argument("-o", "--output", help="write here instead of stdout")
+    export.add_argument(
+        "-o",
+        "--output",
+        help="write here instead of stdout (rocrate: a folder, or a file ending in .zip)",
+    )
+    export.add_argument(
+        "--notebook",
+        help="rocrate: the executed notebook to include (default: the one the run names)",
+    )
     export.set_defaults(func=cmd_export)
     return parser
 

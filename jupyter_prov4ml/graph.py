@@ -81,7 +81,10 @@ class ProvGraph:
 
     @classmethod
     def of(cls, doc: ProvDocument, title: str | None = None) -> ProvGraph:
-        source = dot_source(doc, title)
+        return cls.from_dot(dot_source(doc, title))
+
+    @classmethod
+    def from_dot(cls, source: str) -> ProvGraph:
         try:
             return cls(source, render_svg(source))
         except DotUnavailable as missing:

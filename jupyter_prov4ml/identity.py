@@ -64,3 +64,29 @@ def cell_ref(
         execution_count=execution_count,
         notebook_path=path,
     )
+
+
+def notebook_cells(path: str | None) -> tuple[dict[str, str], dict[str, int]] | None:
+    """Current sources and positions of a notebook's cells, by cell id, read from its file.
+
+    Used on demand (`%prov stale`, `%prov graph`), never per cell. None when the notebook is
+    unknown, unreadable or has no cell ids (nbformat < 4.5).
+    """
+    if not path or not path.endswith(".ipynb"):
+        return None
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            cells = json.load(handle).get("cells", [])
+    except (OSError, ValueError, AttributeError):
+        return None
+    sources: dict[str, str] = {}
+    positions: dict[str, int] = {}
+    for index, cell in enumerate(cells):
+        if not isinstance(cell, dict) or not isinstance(cell.get("id"), str):
+            continue
+        source = cell.get("source", "")
+        sources[cell["id"]] = "".join(source) if isinstance(source, list) else str(source)
+        positions[cell["id"]] = index
+    return (sources, positions) if positions else None

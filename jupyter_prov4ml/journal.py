@@ -26,6 +26,7 @@ from .records import (
     Param,
     SeriesSummary,
     SessionInfo,
+    VariableSummary,
 )
 
 
@@ -58,8 +59,13 @@ def run_from_dict(data: dict[str, Any]) -> CellRun:
         energy=_energy_from_dict(energy) if energy else None,
         metrics=tuple(MetricSummary(**m) for m in data.get("metrics", ())),
         steps=tuple(_step_from_dict(step) for step in data.get("steps", ())),
+        steps_total=data.get("steps_total", 0),
         artifacts=tuple(Artifact(**a) for a in data.get("artifacts", ())),
         data_files=tuple(DataFile(**f) for f in data.get("data_files", ())),
+        reads=tuple(data.get("reads", ())),
+        variables=tuple(VariableSummary(**v) for v in data.get("variables", ())),
+        informed_by=tuple((run, tuple(names)) for run, names in data.get("informed_by", ())),
+        derived_from_sha256=data.get("derived_from_sha256"),
     )
 
 

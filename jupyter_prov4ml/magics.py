@@ -10,12 +10,15 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .listing import RunTable, run_row
 from .params import ParamError, parse_param_option
 from .provrun import ProvrunOptions, run_captured
 
 if TYPE_CHECKING:
     from ._extension import ProvExtension
+
+# `%prov list` shows at most this many runs unless asked for more: a notebook keeps its
+# outputs, and a table of every run of a large store would bloat it.
+NOTEBOOK_LIST_LIMIT = 200
 
 
 @magics_class
@@ -77,20 +80,28 @@ class ProvMagics(Magics):
         "command",
         nargs="?",
         default="status",
-        choices=["status", "list", "show", "flush", "config"],
+        choices=["status", "list", "show", "diff", "stale", "graph", "flush", "config"],
         help="what to do (default: status)",
     )
     @argument(
         "args",
         nargs="*",
-        help="RUN_ID for show; for config: `store PATH`, `carbon-intensity G_PER_KWH` "
-        "or `cpu-watts-per-core WATTS`",
+        help="RUN_ID for show; RUN_A RUN_B for diff; for config: `store PATH`, "
+        "`carbon-intensity G_PER_KWH` or `cpu-watts-per-core WATTS`",
     )
     @argument("--last", type=int, default=None, metavar="N", help="list only the last N runs")
     @argument("--kind", choices=["cell", "provrun"], default=None, help="list only this kind")
+    @argument("--name", default=None, metavar="X", help="list only runs named X (glob: base*)")
+    @argument("--failed", action="store_true", help="list only runs that did not end ok")
+    @argument(
+        "--all",
+        action="store_true",
+        help=f"list every run (default: the newest {NOTEBOOK_LIST_LIMIT})",
+    )
     @line_magic
     def prov(self, line: str) -> Any:
-        """Browse and manage provenance: status, list, show RUN, flush, config store PATH."""
+        """Browse and manage provenance: status, list, show RUN, diff A B, stale, graph, flush,
+        config."""
         args = parse_argstring(self.prov, line)
         ext = self.extension
         if args.command == "status":
@@ -99,13 +110,25 @@ class ProvMagics(Magics):
             ext.writer.flush()
             print(f"jupyter_prov4ml: written to {ext.store.root}")
         elif args.command == "list":
+            # Imported here, not at `%load_ext`: listing needs sqlite3 and the index.
+            from .index import RunQuery
+            from .listing import run_table
+
             ext.writer.flush(session_document=False)
-            stored = ext.store.runs()
-            if args.kind:
-                stored = [s for s in stored if s.run.kind == args.kind]
-            if args.last is not None:
-                stored = stored[-args.last :] if args.last > 0 else []
-            return RunTable([run_row(s) for s in stored])
+            query = RunQuery(kind=args.kind, name=args.name, failed=args.failed, last=args.last)
+            newest = None if args.all else NOTEBOOK_LIST_LIMIT
+            return run_table(ext.store, query, newest=newest, wide=True)
+        elif args.command == "diff":
+            if len(args.args) != 2:
+                raise UsageError("usage: %prov diff RUN_A RUN_B")
+            from .rundiff import diff_runs
+
+            ext.writer.flush(session_document=False)
+            try:
+                first, second = (ext.store.find(ref) for ref in args.args)
+            except LookupError as error:
+                raise UsageError(str(error)) from None
+            return diff_runs(first, second, ext.store)
         elif args.command == "show":
             if len(args.args) != 1:
                 raise UsageError("usage: %prov show RUN_ID")
@@ -114,6 +137,10 @@ class ProvMagics(Magics):
                 ext.show_stored(args.args[0])
             except LookupError as error:
                 raise UsageError(str(error)) from None
+        elif args.command == "stale":
+            return ext.stale_report()
+        elif args.command == "graph":
+            return ext.session_graph(args.last)
         elif args.command == "config":
             self._config(args.args)
         return None

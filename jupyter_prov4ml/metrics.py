@@ -38,10 +38,15 @@ class MetricError(ValueError):
         self.problem = problem
 
 
+_TEXT = (str, bytes, bytearray)
+
+
 def metric_value(value: object) -> float:
     """A float64 from Python numbers, numpy scalars/0-d arrays, or framework scalars (a
     one-element torch or jax tensor) — through `__float__`, so no framework is imported."""
-    if isinstance(value, str | bytes | bytearray) or value is None:
+    if isinstance(value, float):  # numpy.float64 is a float subclass
+        return float(value)
+    if isinstance(value, _TEXT) or value is None:
         raise MetricError(f"a metric value must be a number, not {type(value).__name__}", "value")
     try:
         return float(value)  # type: ignore[arg-type]
@@ -86,15 +91,23 @@ class MetricLog:
     def __init__(self, t0_ns: int | None = None) -> None:
         self.t0_ns = time.perf_counter_ns() if t0_ns is None else t0_ns
         self.series: dict[tuple[str, str], MetricSeries] = {}
+        # A loop logs the same metric again and again: remember the last one by identity.
+        self._last_name: object = None
+        self._last_context: object = None
+        self._last_series: MetricSeries | None = None
 
     def __len__(self) -> int:
         return sum(len(series) for series in self.series.values())
 
     def log(self, name: str, value: object, step: object, context: str) -> None:
         """Append one point; raises MetricError (and stores nothing) for what cannot be kept."""
-        series = self.series.get((name, context))
-        if series is None:
-            series = self._new_series(name, context)
+        if name is self._last_name and context is self._last_context:
+            series = self._last_series
+            assert series is not None
+        else:
+            found = self.series.get((name, context))
+            series = found if found is not None else self._new_series(name, context)
+            self._last_name, self._last_context, self._last_series = name, context, series
         number = value if type(value) is float else metric_value(value)
         if step is None:
             index = len(series.values)

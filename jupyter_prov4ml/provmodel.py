@@ -140,13 +140,41 @@ class _Builder:
                         "error_type": run.error_type,
                         "wall_time_s": run.wall_time_s,
                         "cpu_time_s": run.cpu_time_s,
+                        "loop_steps_total": run.steps_total or None,
+                        "loop_steps_documented": len(run.steps) if run.steps_total else None,
                         **_hardware_attrs(run.hardware),
                         **_energy_attrs(run.energy),
                     }
                 ),
             },
         )
-        activity.used(self.cell(run))
+        cell = self.cell(run)
+        activity.used(cell)
+        if run.derived_from_sha256 is not None:
+            # A new version of the same notebook cell (same cell id, new source).
+            previous = self.q(f"cell_{run.derived_from_sha256[:16]}")
+            self.doc.wasDerivedFrom(cell, previous)
+        for binder, names in run.informed_by:
+            self.doc.wasInformedBy(activity, self.q(f"run_{binder}"))
+            for name in names:
+                # The variable entity lives in the binder's document; PROV lets us refer to it.
+                activity.used(self.q(f"var_{binder}_{safe_local(name)}"))
+        for variable in run.variables:
+            entity = self.doc.entity(
+                self.q(f"var_{run.run_id}_{safe_local(variable.name)}"),
+                {
+                    PROV_TYPE: self.q("Variable"),
+                    **self.attrs(
+                        {
+                            "name": variable.name,
+                            "type": variable.type_name,
+                            "description": variable.description or None,
+                            "value_sha256": variable.value_sha256,
+                        }
+                    ),
+                },
+            )
+            entity.wasGeneratedBy(activity)
         for param in run.params:
             entity = self.doc.entity(
                 self.q(f"param_{run.run_id}_{safe_local(param.name)}"),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .capture import StepContext, finish_steps
 from .metrics import MetricsFile
 from .params import literal_assignments, merge_params
-from .recorder import OpenWindow, result_error, status_of
+from .recorder import OpenWindow, link_fields, result_error, status_of
 from .records import CellRun, Param
 from .sampling import DEFAULT_INTERVAL_S, HardwareSamplesFile, Sampler
 from .widgets import LiveMonitor, live_view_supported
@@ -37,6 +37,7 @@ class CapturedRun:
     run: CellRun
     document: Future[ProvDocument]
     latest_metrics: tuple[tuple[str, str, float], ...] = ()
+    stale_inputs: tuple[str, ...] = ()
 
 
 def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> CapturedRun:
@@ -88,6 +89,7 @@ def _run_in_window(
         if error is not None and outer is not None and result_error(outer) is None:
             outer.error_in_exec = error
         count = getattr(outer, "execution_count", None) or shell.execution_count
+        links = ext.recorder.link(window, count, status == "ok")
         run = ext.recorder.close(
             window,
             "provrun",
@@ -98,16 +100,19 @@ def _run_in_window(
             params=merge_params(list(params), capture.params),
             hardware=samples.summary(sampler.interval_s),
             energy=energy,
-            steps=steps,
+            steps=steps.documented,
+            steps_total=steps.total,
             artifacts=tuple(capture.artifacts),
+            **link_fields(links),
         )
         future = ext.writer.submit_run(
-            run, [HardwareSamplesFile(samples), MetricsFile(capture.metrics)]
+            run, [HardwareSamplesFile(samples), MetricsFile(capture.metrics), steps.file]
         )
         if monitor is not None:
             monitor.freeze(run, sampler.latest)
     latest = tuple((name, context, last) for name, context, last, _ in capture.metrics.latest())
-    return CapturedRun(run, future, latest)
+    stale = tuple(ext.recorder.lineage.stale_inputs(run.reads)) if links is not None else ()
+    return CapturedRun(run, future, latest, stale)
 
 
 def _live_monitor(ext: ProvExtension, options: ProvrunOptions) -> LiveMonitor | None:
@@ -135,6 +140,7 @@ class RunSummary:
 
     run: CellRun
     latest_metrics: tuple[tuple[str, str, float], ...] = ()
+    stale_inputs: tuple[str, ...] = ()
 
     def facts(self) -> list[tuple[str, str]]:
         run = self.run
@@ -143,6 +149,9 @@ class RunSummary:
             ("status", run.status + (f" ({run.error_type})" if run.error_type else "")),
             ("duration", f"{run.wall_time_s:.3f} s wall, {run.cpu_time_s:.3f} s CPU"),
         ]
+        if self.stale_inputs:
+            names = ", ".join(self.stale_inputs)
+            facts.append(("warning", f"read stale inputs: {names} (see %prov stale)"))
         hardware = run.hardware
         if hardware is not None:
             rss = hardware.get("process_rss_bytes")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
     from .writer import SeriesFile
 from .capture import RunCapture, StepContext, finish_steps
+from .dataflow import CellTreeCapture, DataflowCache
 from .energy import EnergyConfig
+from .lineage import Lineage, Links
 from .metrics import MetricsFile
 from .records import CellRef, CellRun, RunKind, Status
 
@@ -58,6 +60,39 @@ class ClosedCell(NamedTuple):
     status: Status
     error_type: str | None
     execution_count: int | None
+    links: Links | None = None
+
+
+def link_fields(links: Links | None) -> dict[str, Any]:
+    """A record's lineage fields."""
+    if links is None:
+        return {}
+    return {
+        "reads": links.reads,
+        "variables": links.variables,
+        "informed_by": links.informed_by,
+        "derived_from_sha256": links.derived_from_sha256,
+    }
+
+
+def links_payload(links: Links | None) -> dict[str, Any]:
+    """The journal (JSON) form of a record's lineage fields, as `run_to_dict` writes them."""
+    if links is None:
+        return {}
+    return {
+        "reads": list(links.reads),
+        "variables": [
+            {
+                "name": v.name,
+                "type_name": v.type_name,
+                "description": v.description,
+                "value_sha256": v.value_sha256,
+            }
+            for v in links.variables
+        ],
+        "informed_by": [[run, list(names)] for run, names in links.informed_by],
+        "derived_from_sha256": links.derived_from_sha256,
+    }
 
 
 def build_run(
@@ -123,9 +158,20 @@ class Recorder:
         sink: RecordSink,
         notebook_path: str | None,
         energy_config: EnergyConfig,
+        namespace: Mapping[str, Any] | None = None,
+        on_error: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.energy_config = energy_config
+        # Lineage needs the user's namespace (to see what a cell bound); without one, cells
+        # are recorded without it.
+        self.namespace = namespace
+        self.dataflow = DataflowCache()
+        self.lineage = Lineage()
+        # Registered in shell.ast_transformers by the extension: the tree IPython parsed for
+        # the cell, so the dataflow analysis need not parse it again.
+        self.trees = CellTreeCapture()
+        self._on_error = on_error
         self.notebook_path = notebook_path
         self._sink = sink
         self._depth = 0
@@ -137,6 +183,7 @@ class Recorder:
         if self._depth > 1:
             return
         window = self._open(info.raw_cell or "", front_end_cell_id(info))
+        self.trees.clear()
         self.current = window
         self._sink.opened(window, "cell")
 
@@ -171,10 +218,11 @@ class Recorder:
         window.closed = True
         status, error_type = status_of(result_error(result))
         count = getattr(result, "execution_count", None)
+        links = self.link(window, count, status == "ok")
         capture = window.capture
         if capture is None or capture.is_empty():
             self._sink.closed_cell(
-                ClosedCell(window, ended_perf_ns, ended_cpu_ns, status, error_type, count)
+                ClosedCell(window, ended_perf_ns, ended_cpu_ns, status, error_type, count, links)
             )
             return
         # A plain cell that used the API (metrics, a tracked loop) is saved like a full run,
@@ -193,10 +241,38 @@ class Recorder:
             error_type,
             count,
             params=tuple(capture.params),
-            steps=steps,
+            steps=steps.documented,
+            steps_total=steps.total,
             artifacts=tuple(capture.artifacts),
+            **link_fields(links),
         )
-        self._sink.submit_run(run, [MetricsFile(capture.metrics)])
+        self._sink.submit_run(run, [MetricsFile(capture.metrics), steps.file])
+
+    def link(
+        self, window: OpenWindow, execution_count: int | None, succeeded: bool
+    ) -> Links | None:
+        """Lineage of an execution that just ended: what it read from whom, what it bound."""
+        if self.namespace is None:
+            return None
+        try:
+            flow = self.dataflow.get(window.sha256, window.source, self.trees.take())
+            empty: frozenset[str] = frozenset()
+            return self.lineage.record(
+                window.run_id,
+                window.cell_id,
+                window.sha256,
+                execution_count,
+                flow.reads if flow is not None else empty,
+                flow.binds if flow is not None else empty,
+                flow.deletes if flow is not None else empty,
+                succeeded,
+                self.namespace,
+            )
+        # Lineage is an addition to the record: if it fails, the cell is still recorded.
+        except Exception as error:  # noqa: BLE001
+            if self._on_error is not None:
+                self._on_error("lineage", error)
+            return None
 
     @contextlib.contextmanager
     def detached(self, window: OpenWindow) -> Iterator[None]:

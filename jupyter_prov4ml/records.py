@@ -156,6 +156,17 @@ class Artifact:
 
 
 @dataclass(frozen=True, slots=True)
+class VariableSummary:
+    """A name a cell bound: its type, a short description, and a hash where cheap — never
+    the value itself."""
+
+    name: str
+    type_name: str
+    description: str
+    value_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DataFile:
     """A file in the store that a run's PROV document points at."""
 
@@ -186,8 +197,16 @@ class CellRun:
     energy: EnergyLedger | None = None
     metrics: tuple[MetricSummary, ...] = ()
     steps: tuple[LoopStep, ...] = ()
+    # all tracked steps; `steps` holds at most 1,000 of them (the steps file has every one)
+    steps_total: int = 0
     artifacts: tuple[Artifact, ...] = ()
     data_files: tuple[DataFile, ...] = field(default=())
+    # Lineage: names read (bound by earlier executions), names bound, the executions that
+    # bound what was read (run id, names), and the previous version of this cell.
+    reads: tuple[str, ...] = ()
+    variables: tuple[VariableSummary, ...] = ()
+    informed_by: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    derived_from_sha256: str | None = None
 
     @property
     def ok(self) -> bool:

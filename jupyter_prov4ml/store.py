@@ -4,20 +4,28 @@
 <store>/sessions/<session_id>/session.prov.json      PROV-JSON of the session's plain cells
 <store>/sessions/<session_id>/runs/<run_id>.prov.json        one per %%provrun
 <store>/sessions/<session_id>/runs/<run_id>.<role>.parquet   its data files
+<store>/index.sqlite                                 every closed run, derived from the journals
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from .journal import JournalState, read_journal
+from .journal import JournalState, read_journal, run_from_dict, session_from_dict
 from .records import CellRun, SessionInfo
+
+if TYPE_CHECKING:
+    from .index import IndexedRun, RunIndex, RunQuery, StoredRecord
+
+T = TypeVar("T")
 
 STORE_ENV = "JUPYTER_PROV4ML_STORE"
 DEFAULT_DIRNAME = "prov4ml"
@@ -76,26 +84,83 @@ class Store:
             if journal.is_file():
                 yield entry.name, read_journal(journal)
 
-    def runs(self) -> list[StoredRun]:
-        """Every closed run in the store, oldest first."""
-        found: list[StoredRun] = []
-        for _, state in self.journals():
-            for run, prov in state.closed.values():
-                prov = prov or state.documents.get(run.run_id)
-                found.append(StoredRun(run, state.session, self.root / prov if prov else None))
-        found.sort(key=lambda stored: (stored.run.started_at_unix_s, stored.run.run_id))
-        return found
+    def runs(self, session_id: str | None = None) -> list[StoredRun]:
+        """Every closed run in the store (or of one kernel session), oldest first, read
+        through the index, which catches up from the journals first."""
+        records = self._with_index(lambda index: index.records(session_id=session_id))
+        return self._decode(records)
+
+    def query(self, query: RunQuery | None = None) -> list[IndexedRun]:
+        """The runs a listing shows (filtered, oldest first), without decoding full records."""
+        return self.listing(query)[0]
+
+    def listing(self, query: RunQuery | None = None) -> tuple[list[IndexedRun], int]:
+        """`query`'s runs, and how many matched its filters before `last` kept the newest."""
+        from .index import RunQuery
+
+        wanted = query if query is not None else RunQuery()
+        return self._with_index(lambda index: (index.query(wanted), index.count(wanted)))
 
     def find(self, run_ref: str) -> StoredRun:
         """The run whose id is `run_ref`, or ends with it (a unique suffix is enough)."""
-        runs = self.runs()
-        exact = [s for s in runs if s.run.run_id == run_ref]
-        matches = exact or [s for s in runs if s.run.run_id.endswith(run_ref)]
-        if not matches:
+
+        def lookup(index: RunIndex) -> list[StoredRecord]:
+            matches = index.matching_ids(run_ref)
+            if len(matches) > 1:
+                raise LookupError(f"{run_ref!r} matches {len(matches)} runs; give more of the id")
+            return index.records(matches)
+
+        found = self._decode(self._with_index(lookup))
+        if not found:
             raise LookupError(f"no run {run_ref!r} in {self.root}")
-        if len(matches) > 1:
-            raise LookupError(f"{run_ref!r} matches {len(matches)} runs; give more of the id")
-        return matches[0]
+        return found[0]
+
+    def _with_index(self, answer: Callable[[RunIndex], T]) -> T:
+        """`answer` from an up-to-date index: rebuilt when corrupt, in memory when the file
+        cannot be written here (a read-only copy of a store)."""
+        import sqlite3
+
+        from .index import RunIndex, discard_index_file, index_path, is_corrupt
+
+        if not self.sessions_dir.is_dir():
+            # Nothing recorded yet: answer from an empty index, and create no files.
+            with RunIndex.in_memory_index(self.root) as empty:
+                return answer(empty)
+        for attempt in range(2):
+            index = RunIndex.open(self.root)
+            try:
+                index.refresh()
+                return answer(index)
+            except sqlite3.Error as error:
+                if attempt == 0 and is_corrupt(error) and not index.in_memory:
+                    index.close()
+                    discard_index_file(index_path(self.root), None)
+                    continue
+            finally:
+                index.close()
+            break
+        with RunIndex.in_memory_index(self.root) as fallback:
+            fallback.refresh()
+            return answer(fallback)
+
+    def _decode(self, records: Iterable[StoredRecord]) -> list[StoredRun]:
+        sessions: dict[str, SessionInfo | None] = {}
+        found: list[StoredRun] = []
+        for record in records:
+            try:
+                run = run_from_dict(json.loads(record.record_json)["run"])
+                session_json = record.session_json
+                if session_json is None:
+                    session = None
+                elif session_json in sessions:
+                    session = sessions[session_json]
+                else:
+                    session = sessions[session_json] = session_from_dict(json.loads(session_json))
+            except (ValueError, KeyError, TypeError, RecursionError):
+                continue
+            prov = self.root / record.prov_path if record.prov_path else None
+            found.append(StoredRun(run, session, prov))
+        return found
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

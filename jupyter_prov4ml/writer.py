@@ -1,8 +1,10 @@
 """The store writer thread: every file the extension writes is written here, off the cell.
 
 Cell hooks only append to a deque; this thread turns what they appended into journal lines,
-data files and PROV documents. When the store cannot be written, records wait in memory
+data files and PROV documents, and adds the runs it closed to the store's index (one SQLite
+transaction per drained batch). When the store cannot be written, records wait in memory
 (bounded) and are written when it works again; the user hears about it once, via `Notices`.
+The index is derived data: when it cannot be written, readers rebuild it from the journal.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -20,13 +24,15 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .journal import encode_line, run_to_dict, session_to_dict
 from .notices import Notices
-from .recorder import ClosedCell, OpenWindow, build_run
+from .recorder import ClosedCell, OpenWindow, build_run, link_fields, links_payload
 from .records import CellRun, DataFile, SessionInfo
 from .redaction import redact_source
 from .store import Store, atomic_write_bytes, make_private_dirs
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
+
+    from .index import IndexBatch, IndexWriter
 
 DEFAULT_PERIOD_S = 0.5
 DEFAULT_MAX_PENDING = 20_000
@@ -102,6 +108,13 @@ class StoreWriter:
         self._failing = False
         self._undocumented: list[ClosedCell] = []
         self._documents_written = 0
+        # The index: rows of what this drain journaled, and the journal offset since which
+        # every line this writer wrote is in the index (None: unknown, until the next open).
+        # Made on first use, in the writer thread: `%load_ext` does not import sqlite3.
+        self._index: IndexWriter | None = None
+        self._index_batch_now: IndexBatch | None = None
+        self._index_clean_since: int | None = None
+        self._index_synced_to = -1
         self._pending.append(_Line("session", {"session": session_to_dict(session)}))
 
     # -- main-thread side: cheap ------------------------------------------------------------
@@ -147,6 +160,8 @@ class StoreWriter:
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
+            if self._index is not None:
+                self._index.close()
         return flushed
 
     @property
@@ -195,6 +210,7 @@ class StoreWriter:
                     self._pending.popleft()
                 if self._journal is not None:
                     self._journal.flush()
+                self._sync_index()
             except OSError as error:
                 self._on_failure(error)
                 return
@@ -212,6 +228,9 @@ class StoreWriter:
 
     def _on_failure(self, error: OSError) -> None:
         self._failing = True
+        # Lines buffered for the journal may be lost: index nothing that the journal lacks.
+        self._index_batch_now = None
+        self._index_clean_since = None
         self.notices.reset("store-recovered")
         if self._journal is not None:
             with contextlib.suppress(OSError):
@@ -227,6 +246,8 @@ class StoreWriter:
         """Write one item; raises OSError to be retried later."""
         if isinstance(item, _Line):
             self._journal_line(item.event, item.payload)
+            if item.event == "session":
+                self._index_batch().session_json = json.dumps(item.payload["session"])
         elif isinstance(item, _Opened):
             window = item.window
             self._journal_line(
@@ -240,7 +261,9 @@ class StoreWriter:
                 },
             )
         elif isinstance(item, ClosedCell):
-            self._journal_line("close", {"run": self._cell_payload(item)})
+            payload = self._cell_payload(item)
+            line = self._journal_line("close", {"run": payload})
+            self._index_batch().add_close(self.session.session_id, payload, None, line)
             self._undocumented.append(item)
             if len(self._undocumented) >= CELLS_PER_DOCUMENT:
                 self._write_cells_document()
@@ -253,6 +276,10 @@ class StoreWriter:
                 self._journal.flush()
             if item.write_documents and self._undocumented:
                 self._write_cells_document()
+            # Whoever waits on the marker may list runs next: index what came before it.
+            if self._journal is not None:
+                self._journal.flush()
+            self._sync_index()
             item.done.set()
 
     def _cell_payload(self, cell: ClosedCell) -> dict[str, Any]:
@@ -277,6 +304,7 @@ class StoreWriter:
             "cpu_time_s": (cell.ended_cpu_ns - window.started_cpu_ns) / 1e9,
             "status": cell.status,
             "error_type": cell.error_type,
+            **links_payload(cell.links),
         }
 
     def _write_cells_document(self) -> None:
@@ -294,16 +322,17 @@ class StoreWriter:
                 cell.status,
                 cell.error_type,
                 cell.execution_count,
+                **link_fields(cell.links),
             )
             for cell in self._undocumented
         ]
         document = provmodel.session_document(runs, self.session)
         path = self.store.cells_document_path(self.session.session_id, self._documents_written)
         atomic_write_bytes(path, provmodel.serialize(document).encode("utf-8"))
-        self._journal_line(
-            "document",
-            {"path": self.store.relpath(path), "run_ids": [run.run_id for run in runs]},
-        )
+        relpath = self.store.relpath(path)
+        run_ids = [run.run_id for run in runs]
+        self._journal_line("document", {"path": relpath, "run_ids": run_ids})
+        self._index_batch().add_document(relpath, run_ids)
         self._documents_written += 1
         self._undocumented = []
 
@@ -325,9 +354,9 @@ class StoreWriter:
             job.future.set_result(job.document)
         path = self.store.run_path(run, ".prov.json")
         atomic_write_bytes(path, provmodel.serialize(job.document).encode("utf-8"))
-        self._journal_line(
-            "close", {"run": run_to_dict(run), "prov_path": self.store.relpath(path)}
-        )
+        record, relpath = run_to_dict(run), self.store.relpath(path)
+        line = self._journal_line("close", {"run": record, "prov_path": relpath})
+        self._index_batch().add_close(self.session.session_id, record, relpath, line)
 
     def _data_file(self, run: CellRun, role: str, data: bytes) -> DataFile:
         path = self.store.run_path(run, f".{role}.parquet")
@@ -340,10 +369,46 @@ class StoreWriter:
             media_type="application/vnd.apache.parquet",
         )
 
-    def _journal_line(self, event: str, payload: dict[str, Any]) -> None:
+    def _journal_line(self, event: str, payload: dict[str, Any]) -> str:
         if self._journal is None:
             self._journal = _open_private_append(self.store.journal_path(self.session.session_id))
-        self._journal.write(encode_line(event, payload))
+            if self._index_clean_since is None:
+                self._index_clean_since = os.fstat(self._journal.fileno()).st_size
+        line = encode_line(event, payload)
+        self._journal.write(line)
+        return line
+
+    def _index_batch(self) -> IndexBatch:
+        """The rows this drain has journaled so far, to be indexed by `_sync_index`."""
+        if self._index_batch_now is None:
+            from .index import IndexBatch
+
+            self._index_batch_now = IndexBatch()
+        return self._index_batch_now
+
+    def _sync_index(self) -> None:
+        """Index what this drain journaled (the journal is flushed): one transaction. The index
+        is derived data, so a failure here only costs readers a catch-up from the journal."""
+        if self._journal is None:
+            return
+        batch = self._index_batch()
+        self._index_batch_now = None
+        journal_end = os.fstat(self._journal.fileno()).st_size
+        if not batch and journal_end == self._index_synced_to:
+            return
+        if self._index is None:
+            from .index import IndexWriter
+
+            self._index = IndexWriter(self.store.root, self.session.session_id)
+        try:
+            self._index.commit(batch, self._index_clean_since, journal_end)
+        except (sqlite3.Error, OSError):
+            # Lines after this point go into later batches; readers index the ones before.
+            self._index_clean_since = journal_end
+            return
+        self._index_synced_to = journal_end
+        if not batch.complete:
+            self._index_clean_since = journal_end
 
 
 def _open_private_append(path: Path) -> IO[str]:

@@ -312,3 +312,27 @@ def test_live_view_shows_progress_and_metrics() -> None:
     assert 'data-field="metric:loss/training">0.33333<' in value
     assert sparkline([1.0, 0.5, 0.25]) == "█▃▁"
     assert pytest.approx(0) == 0
+
+
+def test_many_steps_are_bounded_in_prov_and_all_kept_in_a_file(
+    loaded: Any, store_dir: Path
+) -> None:
+    """5,000 steps: the PROV document and journal describe 1,000 of them (first and last
+    included), the run says how many there were, and the steps file holds all 5,000."""
+    import pyarrow.parquet as pq
+
+    run(
+        loaded,
+        "%%provrun --no-graph --no-live\nfrom jupyter_prov4ml import track\n"
+        "for step in track(range(5000), name='batch'):\n    pass\n",
+    )
+    record = last_run(store_dir)
+    assert record["steps_total"] == 5000 and len(record["steps"]) == 1000
+    assert record["steps"][0]["index"] == 0 and record["steps"][-1]["index"] == 4999
+    (steps_file,) = [f for f in record["data_files"] if f["role"] == "steps"]
+    table = pq.read_table(store_dir / steps_file["relpath"])
+    assert table.num_rows == 5000 and table.column("index").to_pylist() == list(range(5000))
+    (path,) = store_dir.glob(f"sessions/*/runs/{record['run_id']}.prov.json")
+    document = json.loads(path.read_text())
+    steps = [a for a in document["activity"].values() if "p4m:loop" in a]
+    assert len(steps) == 1000

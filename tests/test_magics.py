@@ -190,6 +190,7 @@ def test_unload_stops_recording_and_reload_works(loaded: Any, store_dir: Path) -
     loaded.run_cell("b = 2", store_history=True)
     assert len(closed_runs(store_dir)) == recorded
     assert "provrun" not in loaded.magics_manager.magics["cell"]
+    assert not [t for t in loaded.ast_transformers if type(t).__name__ == "CellTreeCapture"]
     assert loaded.run_cell("%%provrun\npass\n").error_in_exec is not None
     assert loaded.run_cell("%load_ext jupyter_prov4ml").success
     loaded.run_cell("c = 3", store_history=True)
