@@ -440,8 +440,8 @@ def _finish_cost() -> tuple[float, float]:
         start = time.perf_counter()
         steps = finish_steps(capture, context)
         elapsed = time.perf_counter() - start
-        if len(steps) != FINISH_STEPS:
-            raise BenchmarkError(f"finish_steps gave {len(steps)} steps, not {FINISH_STEPS}")
+        if steps.total != FINISH_STEPS:
+            raise BenchmarkError(f"finish_steps gave {steps.total} steps, not {FINISH_STEPS}")
         return elapsed
 
     times = interleave(

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_dataflow
 import bench_hooks
 import bench_index
+import bench_lineage
 import bench_metrics
 import bench_provrun
 import bench_sampler
@@ -42,6 +43,7 @@ def main(argv: list[str]) -> int:
         ("bench_metrics", bench_metrics.main),
         ("bench_sampler", bench_sampler.main),
         ("bench_dataflow", bench_dataflow.main),
+        ("bench_lineage", bench_lineage.main),
     ]
     results: list[Result] = []
     errors: list[str] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .records import CellRun, VariableSummary
 
@@ -33,9 +33,8 @@ def summarize(name: str, value: Any) -> VariableSummary:
     )
     digest: str | None = None
     if kind in _SCALARS:
-        text = repr(value)
-        description = text[:MAX_SUMMARY_CHARS]
-        digest = _sha(text.encode())
+        # The description is the value itself: a hash would add nothing.
+        description = repr(value)[:MAX_SUMMARY_CHARS]
     elif kind is str:
         description = f"{len(value)} characters"
         if len(value) <= MAX_HASHED_BYTES:
@@ -65,9 +64,8 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Links:
-    """What one execution's lineage adds to its record."""
+class Links(NamedTuple):
+    """What one execution's lineage adds to its record (a tuple: built on every cell)."""
 
     reads: tuple[str, ...]
     variables: tuple[VariableSummary, ...]
@@ -123,13 +121,15 @@ class Lineage:
         key = cell_id or sha256
         previous = self.cells.get(key)
         derived = previous.sha256 if previous is not None and previous.sha256 != sha256 else None
-        read_from = {name: self.last_binder[name] for name in reads if name in self.last_binder}
+        last_binder = self.last_binder
+        read_from = {name: last_binder[name] for name in reads if name in last_binder}
         informed: dict[str, list[str]] = {}
-        for name, binder in sorted(read_from.items()):
-            if binder != run_id:
-                informed.setdefault(binder, []).append(name)
+        if read_from:
+            for name, binder in sorted(read_from.items()):
+                if binder != run_id:
+                    informed.setdefault(binder, []).append(name)
         variables = []
-        for name in sorted(binds):
+        for name in sorted(binds) if len(binds) > 1 else binds:
             if name not in namespace:
                 continue
             value = namespace[name]

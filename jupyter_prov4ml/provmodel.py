@@ -62,6 +62,14 @@ class _Builder:
     def attrs(self, values: dict[str, Any]) -> dict[Any, Any]:
         return {self.q(k): prov_value(v) for k, v in values.items() if v is not None}
 
+    def entity(self, local: str, kind: str, values: dict[str, Any], **standard: Any) -> ProvEntity:
+        """An entity `p4m:<local>` of type `p4m:<kind>` with our attributes (None ones left
+        out) and standard PROV ones given by keyword (e.g. value=…)."""
+        extra: dict[Any, Any] = {PROV_VALUE: standard["value"]} if "value" in standard else {}
+        return self.doc.entity(
+            self.q(local), {PROV_TYPE: self.q(kind), **extra, **self.attrs(values)}
+        )
+
     def session(self, info: SessionInfo) -> tuple[ProvAgent, ProvAgent, ProvEntity]:
         if info.session_id in self._agents:
             return self._agents[info.session_id]
@@ -77,23 +85,19 @@ class _Builder:
                 **self.attrs({f"version_{safe_local(k)}": v for k, v in info.software}),
             },
         )
-        environment = self.doc.entity(
-            self.q(f"environment_{info.session_id}"),
+        environment = self.entity(
+            f"environment_{info.session_id}",
+            "Environment",
             {
-                PROV_TYPE: self.q("Environment"),
-                **self.attrs(
-                    {
-                        "session_id": info.session_id,
-                        "hostname": info.hostname,
-                        "platform": info.platform,
-                        "cpu_model": info.cpu_model,
-                        "cpu_count_logical": info.cpu_count_logical,
-                        "memory_total_bytes": info.memory_total_bytes,
-                        "gpus": "; ".join(info.gpus) or "none",
-                        "notebook_path": info.notebook_path,
-                        "session_started_at": _iso(info.started_at_unix_s),
-                    }
-                ),
+                "session_id": info.session_id,
+                "hostname": info.hostname,
+                "platform": info.platform,
+                "cpu_model": info.cpu_model,
+                "cpu_count_logical": info.cpu_count_logical,
+                "memory_total_bytes": info.memory_total_bytes,
+                "gpus": "; ".join(info.gpus) or "none",
+                "notebook_path": info.notebook_path,
+                "session_started_at": _iso(info.started_at_unix_s),
             },
         )
         self._agents[info.session_id] = (user, software, environment)
@@ -107,18 +111,14 @@ class _Builder:
     def cell(self, run: CellRun) -> ProvEntity:
         ref = run.cell
         if ref.sha256 not in self._cells:
-            self._cells[ref.sha256] = self.doc.entity(
-                self.q(ref.short_id),
+            self._cells[ref.sha256] = self.entity(
+                ref.short_id,
+                "CellVersion",
                 {
-                    PROV_TYPE: self.q("CellVersion"),
-                    **self.attrs(
-                        {
-                            "sha256": ref.sha256,
-                            "source": ref.source,
-                            "cell_id": ref.cell_id,
-                            "notebook_path": ref.notebook_path,
-                        }
-                    ),
+                    "sha256": ref.sha256,
+                    "source": ref.source,
+                    "cell_id": ref.cell_id,
+                    "notebook_path": ref.notebook_path,
                 },
             )
         return self._cells[ref.sha256]
@@ -160,29 +160,23 @@ class _Builder:
                 # The variable entity lives in the binder's document; PROV lets us refer to it.
                 activity.used(self.q(f"var_{binder}_{safe_local(name)}"))
         for variable in run.variables:
-            entity = self.doc.entity(
-                self.q(f"var_{run.run_id}_{safe_local(variable.name)}"),
+            entity = self.entity(
+                f"var_{run.run_id}_{safe_local(variable.name)}",
+                "Variable",
                 {
-                    PROV_TYPE: self.q("Variable"),
-                    **self.attrs(
-                        {
-                            "name": variable.name,
-                            "type": variable.type_name,
-                            "description": variable.description or None,
-                            "value_sha256": variable.value_sha256,
-                        }
-                    ),
+                    "name": variable.name,
+                    "type": variable.type_name,
+                    "description": variable.description or None,
+                    "value_sha256": variable.value_sha256,
                 },
             )
             entity.wasGeneratedBy(activity)
         for param in run.params:
-            entity = self.doc.entity(
-                self.q(f"param_{run.run_id}_{safe_local(param.name)}"),
-                {
-                    PROV_TYPE: self.q("Parameter"),
-                    PROV_VALUE: prov_value(param.value if param.value is not None else "None"),
-                    **self.attrs({"name": param.name, "source": param.source}),
-                },
+            entity = self.entity(
+                f"param_{run.run_id}_{safe_local(param.name)}",
+                "Parameter",
+                {"name": param.name, "source": param.source},
+                value=prov_value(param.value if param.value is not None else "None"),
             )
             activity.used(entity)
         files = {
@@ -194,19 +188,15 @@ class _Builder:
         for step in run.steps:
             self._step(activity, run, step)
         for artifact in run.artifacts:
-            entity = self.doc.entity(
-                self.q(f"artifact_{run.run_id}_{safe_local(artifact.name)}"),
+            entity = self.entity(
+                f"artifact_{run.run_id}_{safe_local(artifact.name)}",
+                "Artifact",
                 {
-                    PROV_TYPE: self.q("Artifact"),
-                    **self.attrs(
-                        {
-                            "name": artifact.name,
-                            "path": artifact.path,
-                            "sha256": artifact.sha256,
-                            "size_bytes": artifact.size_bytes,
-                            "copied_to": artifact.copied_to,
-                        }
-                    ),
+                    "name": artifact.name,
+                    "path": artifact.path,
+                    "sha256": artifact.sha256,
+                    "size_bytes": artifact.size_bytes,
+                    "copied_to": artifact.copied_to,
                 },
             )
             entity.wasGeneratedBy(activity)
@@ -224,23 +214,19 @@ class _Builder:
         metric: MetricSummary,
         data_file: ProvEntity | None,
     ) -> None:
-        entity = self.doc.entity(
-            self.q(f"metric_{run.run_id}_{safe_local(metric.name)}_{safe_local(metric.context)}"),
+        entity = self.entity(
+            f"metric_{run.run_id}_{safe_local(metric.name)}_{safe_local(metric.context)}",
+            "MetricSeries",
             {
-                PROV_TYPE: self.q("MetricSeries"),
-                **self.attrs(
-                    {
-                        "name": metric.name,
-                        "context": metric.context,
-                        "count": metric.count,
-                        "first": metric.first,
-                        "last": metric.last,
-                        "min": metric.min,
-                        "max": metric.max,
-                        "step_of_min": metric.step_of_min,
-                        "step_of_max": metric.step_of_max,
-                    }
-                ),
+                "name": metric.name,
+                "context": metric.context,
+                "count": metric.count,
+                "first": metric.first,
+                "last": metric.last,
+                "min": metric.min,
+                "max": metric.max,
+                "step_of_min": metric.step_of_min,
+                "step_of_max": metric.step_of_max,
             },
         )
         entity.wasGeneratedBy(activity)
@@ -269,19 +255,15 @@ class _Builder:
         activity.wasInformedBy(run_activity)
 
     def _data_file(self, activity: ProvActivity, run: CellRun, data_file: DataFile) -> ProvEntity:
-        entity = self.doc.entity(
-            self.q(f"{safe_local(data_file.role)}_{run.run_id}"),
+        entity = self.entity(
+            f"{safe_local(data_file.role)}_{run.run_id}",
+            "DataFile",
             {
-                PROV_TYPE: self.q("DataFile"),
-                **self.attrs(
-                    {
-                        "role": data_file.role,
-                        "path": data_file.relpath,
-                        "sha256": data_file.sha256,
-                        "size_bytes": data_file.size_bytes,
-                        "media_type": data_file.media_type,
-                    }
-                ),
+                "role": data_file.role,
+                "path": data_file.relpath,
+                "sha256": data_file.sha256,
+                "size_bytes": data_file.size_bytes,
+                "media_type": data_file.media_type,
             },
         )
         entity.wasGeneratedBy(activity)

@@ -14,7 +14,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 from nbformat.v4 import new_code_cell, new_notebook
 
-from conftest import deserialize_strict
+from conftest import cli, deserialize_strict
 from jupyter_prov4ml.store import STORE_ENV
 
 pytestmark = pytest.mark.kernel
@@ -163,27 +163,13 @@ def test_prov_graph_shows_the_session(odd_session: dict[str, Any]) -> None:
 
 def test_cli_graph_and_stale_rebuild_the_lineage(odd_session: dict[str, Any]) -> None:
     """From a shell, without the kernel: `stale` names c2 and `graph` draws the session."""
-    import subprocess
-    import sys
 
-    def cli(*args: str) -> str:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_prov4ml.cli",
-                *args,
-                "--store",
-                str(odd_session["store"]),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
+    def run(command: str) -> str:
+        done = cli(command, "--store", str(odd_session["store"]), cwd=odd_session["store"])
+        assert done.returncode == 0, done.stderr
         return done.stdout
 
-    stale = cli("stale")
+    stale = run("stale")
     assert "cell c2" in stale and "`a` was rebound" in stale and "cell c3" not in stale
-    dot = cli("graph")
+    dot = run("graph")
     assert dot.startswith("digraph lineage") and "b = a + 1" in dot and "label=a" in dot

@@ -8,31 +8,17 @@ import io
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
 
-from conftest import REPO, deserialize_strict
+from conftest import REPO, cli, deserialize_strict
 
 pytestmark = pytest.mark.kernel
 
 METRIC_COLUMNS = ["name", "context", "step", "value", "time_s"]
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The real command line, in a subprocess, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter_prov4ml.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
