@@ -165,7 +165,8 @@ class _Builder:
                 "Variable",
                 {
                     "name": variable.name,
-                    "type": variable.type_name,
+                    # not "type": its local part would read as prov:type to many tools
+                    "python_type": variable.type_name,
                     "description": variable.description or None,
                     "value_sha256": variable.value_sha256,
                 },
@@ -351,8 +352,11 @@ _RELATION_NAMES = {
 def graph_elements(doc: ProvDocument) -> tuple[list[GraphNode], list[GraphEdge]]:
     """Nodes and edges of a PROV document, labelled for people."""
     nodes: list[GraphNode] = []
+    variables: set[str] = set()
     element_types: Any = (ProvEntity, ProvActivity, ProvAgent)
     for element in doc.get_records(element_types):
+        if any(str(kind).endswith(":Variable") for kind in element.get_asserted_types()):
+            variables.add(str(element.identifier))
         kind = (
             "activity"
             if isinstance(element, ProvActivity)
@@ -378,7 +382,48 @@ def graph_elements(doc: ProvDocument) -> tuple[list[GraphNode], list[GraphEdge]]
                 edges.append(
                     GraphEdge(str(formal[0][1]), str(formal[1][1]), _RELATION_NAMES.get(kind, kind))
                 )
-    return nodes, edges
+    return _collapse_variables(nodes, edges, variables)
+
+
+MAX_VARIABLE_NODES = 6
+
+
+def _collapse_variables(
+    nodes: list[GraphNode], edges: list[GraphEdge], variables: set[str]
+) -> tuple[list[GraphNode], list[GraphEdge]]:
+    """An execution that bound many names gets one node listing them, not one node each."""
+    bound_by: dict[str, list[str]] = {}
+    for edge in edges:
+        if edge.source in variables and edge.relation == "wasGeneratedBy":
+            bound_by.setdefault(edge.target, []).append(edge.source)
+    merged: dict[str, str] = {}
+    labels = {node.node_id: node.label for node in nodes}
+    extra: list[GraphNode] = []
+    for activity, names in bound_by.items():
+        if len(names) <= MAX_VARIABLE_NODES:
+            continue
+        group = f"{activity}#variables"
+        shown = sorted(labels.get(name, name) for name in names)
+        merged.update(dict.fromkeys(names, group))
+        label = (
+            f"{len(names)} variables\n" + ", ".join(shown[:5]) + (", …" if len(shown) > 5 else "")
+        )
+        extra.append(GraphNode(group, "entity", label, "\n".join(shown)))
+    if not merged:
+        return nodes, edges
+    kept = [node for node in nodes if node.node_id not in merged] + extra
+    seen: set[tuple[str, str, str]] = set()
+    rewired = []
+    for edge in edges:
+        key = (
+            merged.get(edge.source, edge.source),
+            merged.get(edge.target, edge.target),
+            edge.relation,
+        )
+        if key not in seen:
+            seen.add(key)
+            rewired.append(GraphEdge(*key))
+    return kept, rewired
 
 
 def _label(element: Any, attrs: dict[str, Any]) -> str:

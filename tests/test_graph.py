@@ -204,3 +204,24 @@ def test_prov_show_without_dot(
     assert any(b.get("text/plain", "").startswith(INSTALL_HINT + "\ndigraph") for b in shown)
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err
+
+
+def test_many_variables_collapse_into_one_node() -> None:
+    """A run that bound many names shows one node listing them, not one node per name; a run
+    with few keeps one node each."""
+    from jupyter_prov4ml.provmodel import graph_elements, run_document
+    from jupyter_prov4ml.records import CellRef, CellRun, VariableSummary
+
+    def run_with(count: int) -> CellRun:
+        names = tuple(VariableSummary(f"v{i}", "int", str(i)) for i in range(count))
+        return CellRun(
+            "s-00001", "s", "cell", CellRef("a" * 64, "x"), 0, 1, 1, 1, "ok", variables=names
+        )
+
+    nodes, edges = graph_elements(run_document(run_with(10), None))
+    (group,) = [n for n in nodes if "variables" in n.label]
+    assert group.label.startswith("10 variables") and "v9" in group.tooltip
+    assert not [n for n in nodes if n.label == "v3"]
+    assert [e.relation for e in edges if e.source == group.node_id] == ["wasGeneratedBy"]
+    nodes, _ = graph_elements(run_document(run_with(3), None))
+    assert {"v0", "v1", "v2"} <= {n.label for n in nodes}
