@@ -233,12 +233,17 @@ class ProvExtension:
             return
         try:
             capture.metrics.log(name, value, step, context)
-        except MetricError as error:
+        except Exception as error:  # noqa: BLE001 - reported once, never raised into the loop
+            self.metric_failed(name, error)
+
+    def metric_failed(self, name: Any, error: Exception) -> None:
+        """One line per metric and kind of problem; our own bugs are one line too."""
+        if isinstance(error, MetricError):
             self.notices.warn(
                 f"metric:{name!r:.60}:{error.problem}",
                 f"log_metric({name!r:.60}): {error}; point skipped",
             )
-        except Exception as error:  # noqa: BLE001 - our bug must not fail the user's loop
+        else:
             self.notices.warn("metric-bug", f"log_metric failed ({error!r}); point skipped")
 
     def api_log_param(self, name: Any, value: Any) -> None:

@@ -71,11 +71,23 @@ def log_metric(name: str, value: Any, step: int | None = None, context: str = "t
     tensors; NaN and infinities are kept as such. Without `step`, points are numbered 0, 1, …
     per metric. `context` separates e.g. `training`, `validation` and `testing`.
     """
-    extension = _extension()
+    # The hot path of training loops: _extension() and api_log_metric inlined (each call
+    # frame costs ~0.2 µs, as much as storing the point).
+    module = sys.modules.get("IPython.core.interactiveshell")
+    shell = module.InteractiveShell._instance if module is not None else None
+    extension = getattr(shell, "_jupyter_prov4ml", None) if shell is not None else None
     if extension is None:
         _not_loaded("log_metric")
         return
-    extension.api_log_metric(name, value, step, context)
+    window = extension.recorder.current
+    capture = window.capture if window is not None else None
+    if capture is None:
+        extension.api_log_metric(name, value, step, context)
+        return
+    try:
+        capture.metrics.log(name, value, step, context)
+    except Exception as error:  # noqa: BLE001 - reported once, never raised into the loop
+        extension.metric_failed(name, error)
 
 
 def log_metrics(

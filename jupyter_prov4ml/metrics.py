@@ -101,10 +101,8 @@ class MetricLog:
 
     def log(self, name: str, value: object, step: object, context: str) -> None:
         """Append one point; raises MetricError (and stores nothing) for what cannot be kept."""
-        if name is self._last_name and context is self._last_context:
-            series = self._last_series
-            assert series is not None
-        else:
+        series = self._last_series
+        if series is None or name is not self._last_name or context is not self._last_context:
             found = self.series.get((name, context))
             series = found if found is not None else self._new_series(name, context)
             self._last_name, self._last_context, self._last_series = name, context, series
