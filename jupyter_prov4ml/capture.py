@@ -19,6 +19,7 @@ from .metrics import MetricLog
 from .params import make_param, scalar_or_none
 from .records import Artifact, EnergyLedger, LoopStep, Param, SeriesSummary
 from .sampling import SampleColumns
+from .store import make_private_dirs
 
 _STEP_COLUMNS = ("process_cpu_percent", "process_rss_bytes")
 _GPU_STEP_FIELDS = ("utilization_percent", "memory_used_bytes", "power_w")
@@ -55,7 +56,7 @@ class RunCapture:
                 size += len(block)
         copied = None
         if copy_to is not None:
-            copy_to.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(copy_to.parent)
             shutil.copy2(path, copy_to)
             copied = str(copy_to)
         artifact = Artifact(

@@ -9,8 +9,6 @@ import hashlib
 import os
 from typing import Any
 
-from .records import CellRef
-
 
 def source_sha256(source: str) -> str:
     """SHA-256 hex digest of a cell's source, as saved in the notebook (UTF-8)."""
@@ -48,22 +46,6 @@ def notebook_path(user_ns: dict[str, Any]) -> str | None:
         if isinstance(candidate, str) and candidate:
             return candidate
     return None
-
-
-def cell_ref(
-    source: str,
-    cell_id: str | None,
-    execution_count: int | None,
-    path: str | None,
-) -> CellRef:
-    """A CellRef for `source`."""
-    return CellRef(
-        sha256=source_sha256(source),
-        source=source,
-        cell_id=cell_id,
-        execution_count=execution_count,
-        notebook_path=path,
-    )
 
 
 def notebook_cells(path: str | None) -> tuple[dict[str, str], dict[str, int]] | None:

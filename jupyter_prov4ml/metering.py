@@ -39,10 +39,6 @@ class EnergyMeter:
         self.rapl = rapl
         self.config = config
 
-    @property
-    def cpu_method(self) -> str:
-        return "rapl" if self.rapl.available else "estimated"
-
     def begin(self) -> WindowStart:
         return WindowStart(
             perf_s=time.perf_counter(),

@@ -105,9 +105,6 @@ class EnergyLedger:
     def co2_g(self) -> float:
         return co2_grams(self.total_j, self.carbon_intensity_g_per_kwh)
 
-    def component_j(self, component: str) -> float:
-        return sum(r.energy_j for r in self.readings if r.component == component)
-
     def methods(self) -> str:
         """The distinct methods, e.g. `estimated` or `measured-counter+estimated`."""
         return "+".join(sorted({reading.method for reading in self.readings})) or "none"

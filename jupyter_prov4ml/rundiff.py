@@ -102,10 +102,6 @@ class RunDiff:
     def changed_environment(self) -> tuple[ValueChange, ...]:
         return tuple(e for e in self.environment if e.change != "same")
 
-    @property
-    def same_code(self) -> bool:
-        return self.a.cell_sha256 == self.b.cell_sha256
-
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (`jupyter-prov4ml diff --json`)."""
 
