@@ -303,3 +303,19 @@ def test_secrets_never_reach_the_store(loaded: Any, store_dir: Path) -> None:
     assert params["batch_size"] == 8
     assert run["cell"]["sha256"] != sha(run["cell"]["source"]), "hash of the original source"
     assert "batch_size = 8" in run["cell"]["source"]
+
+
+def test_provrun_warns_when_it_reads_stale_inputs(loaded: Any) -> None:
+    """A run that reads a value computed from since-rebound inputs says so in one line."""
+    loaded.run_cell("a = 1", store_history=True, cell_id="c1")
+    loaded.run_cell("b = a * 10", store_history=True, cell_id="c2")
+    loaded.run_cell("a = 2", store_history=True, cell_id="c1")  # c2's output is now stale
+    loaded.run_cell("%%provrun --no-graph\nc = b + 1\n", store_history=True, cell_id="c3")
+    (summary,) = [
+        b["text/plain"] for b in displayed(loaded) if "duration" in b.get("text/plain", "")
+    ]
+    assert "read stale inputs: b (see %prov stale)" in summary
+    fresh = "%%provrun --no-graph\nd = a + 1\n"
+    loaded.run_cell(fresh, store_history=True, cell_id="c4")
+    last = [b["text/plain"] for b in displayed(loaded) if "duration" in b.get("text/plain", "")][-1]
+    assert "stale" not in last
