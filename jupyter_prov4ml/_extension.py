@@ -120,12 +120,7 @@ class ProvExtension:
 
     def unload(self) -> None:
         """Undo exactly what `load` did, after writing what is pending."""
-        for event, callback in (
-            ("pre_run_cell", self.pre_run_cell),
-            ("post_run_cell", self.post_run_cell),
-        ):
-            if callback in self.shell.events.callbacks[event]:
-                self.shell.events.unregister(event, callback)
+        self._unregister_hooks()
         if self.recorder.trees in self.shell.ast_transformers:
             self.shell.ast_transformers.remove(self.recorder.trees)
         if self._magics is not None:
@@ -313,6 +308,14 @@ class ProvExtension:
         if self.notices.has_pending():
             self.notices.flush_to_stderr()
 
+    def _unregister_hooks(self) -> None:
+        for event, callback in (
+            ("pre_run_cell", self.pre_run_cell),
+            ("post_run_cell", self.post_run_cell),
+        ):
+            if callback in self.shell.events.callbacks[event]:
+                self.shell.events.unregister(event, callback)
+
     def _lineage_failed(self, part: str, error: Exception) -> None:
         self.notices.warn(part, f"cell lineage not recorded ({error!r})")
 
@@ -321,12 +324,7 @@ class ProvExtension:
         self.recorder.reset_depth()
         if self._hook_failures >= MAX_HOOK_FAILURES:
             self.notices.warn("hooks-off", f"cell recording turned off after errors ({error!r})")
-            for event, callback in (
-                ("pre_run_cell", self.pre_run_cell),
-                ("post_run_cell", self.post_run_cell),
-            ):
-                if callback in self.shell.events.callbacks[event]:
-                    self.shell.events.unregister(event, callback)
+            self._unregister_hooks()
         else:
             self.notices.warn("hook", f"a cell was not recorded ({error!r})")
 

@@ -5,7 +5,6 @@ starts empty (nothing leaks from one run into the next)."""
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
 import shutil
 from collections.abc import Sequence
@@ -13,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .columnar import table_bytes
 from .energy import EnergyConfig, EnergyReading, estimate_cpu_energy_j, gpu_window_energy
 from .loops import LoopTracker, RawStep
 from .metrics import MetricLog
 from .params import make_param, scalar_or_none
 from .records import Artifact, EnergyLedger, LoopStep, Param, SeriesSummary
 from .sampling import SampleColumns
-from .store import make_private_dirs
+from .store import file_sha256, make_private_dirs
 
 _STEP_COLUMNS = ("process_cpu_percent", "process_rss_bytes")
 _GPU_STEP_FIELDS = ("utilization_percent", "memory_used_bytes", "power_w")
@@ -48,20 +48,14 @@ class RunCapture:
 
     def log_artifact(self, path: Path, name: str | None, copy_to: Path | None) -> Artifact:
         """Identify `path` by content now (what it holds when logged is what the run made)."""
-        digest = hashlib.sha256()
-        size = 0
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-                size += len(block)
+        size = path.stat().st_size
+        digest = file_sha256(path)
         copied = None
         if copy_to is not None:
             make_private_dirs(copy_to.parent)
             shutil.copy2(path, copy_to)
             copied = str(copy_to)
-        artifact = Artifact(
-            name or path.name, str(path.resolve()), digest.hexdigest(), size, copied
-        )
+        artifact = Artifact(name or path.name, str(path.resolve()), digest, size, copied)
         self.artifacts.append(artifact)
         return artifact
 
@@ -119,10 +113,7 @@ class StepsFile:
     def encode(self) -> tuple[bytes, dict[str, Any]]:
         if not self.steps:
             return b"", {}
-        import io
-
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         steps = self.steps
         table = pa.table(
@@ -140,9 +131,7 @@ class StepsFile:
                 "completed": pa.array([s.completed for s in steps], pa.bool_()),
             }
         )
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        return sink.getvalue(), {}
+        return table_bytes(table), {}
 
 
 def _finish_step(raw: RawStep, metrics: MetricLog, context: StepContext) -> LoopStep:

@@ -8,19 +8,26 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+
+def table_bytes(table: Any, **options: Any) -> bytes:
+    """A pyarrow table as the bytes of a zstd-compressed Parquet file (every data file of a
+    run is written this way; `options` go to `pyarrow.parquet.write_table`)."""
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", **options)
+    return sink.getvalue()
 
 
 def parquet_bytes(columns: Mapping[str, Sequence[float]]) -> bytes:
-    """Encode equal-length columns as a zstd-compressed Parquet file."""
+    """Encode equal-length float columns as a Parquet file."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table = pa.table(
-        {name: pa.array(values, type=pa.float64()) for name, values in columns.items()}
+    return table_bytes(
+        pa.table({name: pa.array(values, type=pa.float64()) for name, values in columns.items()})
     )
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue()
 
 
 def read_parquet(path: Path) -> dict[str, list[float]]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .identity import source_sha256
 from .records import CellRun, VariableSummary
 
 # Values up to this many bytes are hashed; larger ones are described, not hashed.
@@ -201,10 +202,7 @@ class Lineage:
             cell_id = cell.cell_id
             if notebook_sources is not None and cell_id is not None and cell_id in notebook_sources:
                 current = notebook_sources[cell_id]
-                if (
-                    hashlib.sha256(current.encode("utf-8", "surrogatepass")).hexdigest()
-                    != cell.sha256
-                ):
+                if source_sha256(current) != cell.sha256:
                     reasons.append("its source changed after it ran")
             if positions is not None and cell_id is not None and cell_id in positions:
                 here = positions[cell_id]

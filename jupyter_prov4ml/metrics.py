@@ -7,7 +7,6 @@ int64 nanoseconds, kept in `array.array`s that pyarrow reads without copying.
 
 from __future__ import annotations
 
-import io
 import math
 import operator
 import time
@@ -15,6 +14,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
+from .columnar import table_bytes
 from .records import MetricSummary
 
 MAX_NAME_CHARS = 200
@@ -166,7 +166,6 @@ class MetricsFile:
     def encode(self) -> tuple[bytes, dict[str, Any]]:
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         tables = []
         summaries = []
@@ -195,15 +194,8 @@ class MetricsFile:
         if not tables:
             return b"", {}
         table = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
-        sink = io.BytesIO()
-        pq.write_table(
-            table,
-            sink,
-            compression="zstd",
-            use_dictionary=_DICTIONARY_COLUMNS,
-            column_encoding=_ENCODINGS,
-        )
-        return sink.getvalue(), {"metrics": tuple(summaries)}
+        data = table_bytes(table, use_dictionary=_DICTIONARY_COLUMNS, column_encoding=_ENCODINGS)
+        return data, {"metrics": tuple(summaries)}
 
 
 def _wrap(kind: Any, buffer: array[Any], count: int) -> Any:
