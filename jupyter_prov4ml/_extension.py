@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from IPython.display import display
 
 from .capture import RunCapture, artifact_name_ok
+from .checkpoint import CHECKPOINT_PERIOD_S
 from .energy import EnergyConfig, RaplReader
+from .environment import captured_environment
 from .graph import ProvGraph
 from .identity import notebook_cells, notebook_path
 from .lineage_views import StaleReport
@@ -88,6 +90,7 @@ class ProvExtension:
             memory_total_bytes=self.host.memory_total_bytes,
             gpus=tuple(info.name for info in self.gpu.devices),
             notebook_path=self.notebook_path,
+            environment=captured_environment(environ),
         )
         self.store = Store(resolve_store_root(environ, Path.cwd()))
         self.writer = StoreWriter(self.store, self.session, self.notices)
@@ -101,6 +104,8 @@ class ProvExtension:
         )
         # How many levels of nested `track` loops become step activities (the rest are counted).
         self.step_depth = 1
+        # How often a running %%provrun journals its progress (the most a killed kernel loses).
+        self.checkpoint_period_s = CHECKPOINT_PERIOD_S
         self._hook_failures = 0
         self._begin_ok = True
         self._magics: Any = None

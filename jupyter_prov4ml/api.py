@@ -39,6 +39,24 @@ def _not_loaded(what: str) -> None:
     )
 
 
+def _plain(name: Any) -> Any:
+    """A str subclass as the plain str it holds (its own __repr__, __hash__ or __eq__ may
+    raise where we report a problem with it); anything else as it is."""
+    return str.__str__(name) if isinstance(name, str) else name
+
+
+def _param_name(extension: ProvExtension, name: Any) -> str | None:
+    """`name` as plain text; None, after one warning, when it is not text (its repr, which
+    a warning would show, is the user's code and may raise)."""
+    if isinstance(name, str):
+        return str.__str__(name)
+    extension.notices.warn(
+        f"param-name:{type(name).__name__}",
+        f"log_param: a parameter name must be a string, not {type(name).__name__}; skipped",
+    )
+    return None
+
+
 def log_param(name: str, value: Any) -> None:
     """Record a parameter of the current run (numbers and strings as they are, other values
     as a short text)."""
@@ -46,7 +64,9 @@ def log_param(name: str, value: Any) -> None:
     if extension is None:
         _not_loaded("log_param")
         return
-    extension.api_log_param(name, value)
+    text = _param_name(extension, name)
+    if text is not None:
+        extension.api_log_param(text, value)
 
 
 def log_params(params: Mapping[str, Any]) -> None:
@@ -57,11 +77,14 @@ def log_params(params: Mapping[str, Any]) -> None:
         return
     try:
         items = list(params.items())
-    except AttributeError:
+    # Not a mapping, or one whose own `items` raises: the user's code, not ours, failed.
+    except Exception:  # noqa: BLE001
         extension.notices.warn("log_params", "log_params expects a mapping; nothing recorded")
         return
     for name, value in items:
-        extension.api_log_param(name, value)
+        text = _param_name(extension, name)
+        if text is not None:
+            extension.api_log_param(text, value)
 
 
 def log_metric(name: str, value: Any, step: int | None = None, context: str = "training") -> None:
@@ -82,12 +105,12 @@ def log_metric(name: str, value: Any, step: int | None = None, context: str = "t
     window = extension.recorder.current
     capture = window.capture if window is not None else None
     if capture is None:
-        extension.api_log_metric(name, value, step, context)
+        extension.api_log_metric(_plain(name), value, step, _plain(context))
         return
     try:
         capture.metrics.log(name, value, step, context)
     except Exception as error:  # noqa: BLE001 - reported once, never raised into the loop
-        extension.metric_failed(name, error)
+        extension.metric_failed(_plain(name), error)
 
 
 def log_metrics(
@@ -100,11 +123,11 @@ def log_metrics(
         return
     try:
         items = list(metrics.items())
-    except AttributeError:
+    except Exception:  # noqa: BLE001 - see log_params
         extension.notices.warn("log_metrics", "log_metrics expects a mapping; nothing recorded")
         return
     for name, value in items:
-        extension.api_log_metric(name, value, step, context)
+        extension.api_log_metric(_plain(name), value, step, _plain(context))
 
 
 def track(iterable: Iterable[T], name: str = "epoch", total: int | None = None) -> Iterator[T]:
@@ -119,6 +142,9 @@ def track(iterable: Iterable[T], name: str = "epoch", total: int | None = None) 
     if extension is None:
         _not_loaded("track")
         return iter(iterable)
+    if isinstance(name, str) and not str.isascii(name):
+        # A lone surrogate cannot be written to the steps file (UTF-8): keep it as an escape.
+        name = str.encode(name, "utf-8", "backslashreplace").decode("utf-8")
     return extension.api_track(iterable, name, total)
 
 
@@ -142,7 +168,7 @@ def read_metrics(run_id: str | None = None, store: str | PathLike[str] | None = 
 
     Without `run_id`, the most recent run that logged metrics (in this kernel's session when
     the extension is loaded)."""
-    from .metrics import read_metrics_file
+    from .metrics import MetricsFileError, read_metrics_file
     from .store import Store, resolve_store_root
 
     extension = _extension()
@@ -169,11 +195,16 @@ def read_metrics(run_id: str | None = None, store: str | PathLike[str] | None = 
     else:
         stored = Store(root).find(run_id)
     files = [f for f in stored.run.data_files if f.role == "metrics"]
-    columns: dict[str, list[Any]] = (
-        read_metrics_file(root / files[0].relpath)
-        if files
-        else {"name": [], "context": [], "step": [], "value": [], "time_s": []}
-    )
+    columns: dict[str, list[Any]] = {
+        column: [] for column in ("name", "context", "step", "value", "time_s")
+    }
+    if files:
+        try:
+            columns = read_metrics_file(root / files[0].relpath)
+        except (MetricsFileError, TypeError) as error:  # TypeError: a relpath that is not text
+            warnings.warn(
+                f"jupyter_prov4ml: {error}; no metric points read", RuntimeWarning, stacklevel=2
+            )
     try:
         import pandas
     except ImportError:

@@ -38,12 +38,19 @@ class RunCapture:
         return not (self.params or self.metrics.series or self.loops.steps or self.artifacts)
 
     def log_param(self, name: str, value: object) -> None:
+        if isinstance(name, str):
+            name = str.__str__(name)  # a subclass's own methods may raise
         if not isinstance(name, str) or not name:
             raise ValueError(f"a parameter name must be a non-empty string, got {name!r:.60}")
-        scalar = scalar_or_none(value)
-        if scalar is None and value is not None:
-            text = repr(value)
-            scalar = text if len(text) <= 200 else f"<{type(value).__name__}>"
+        try:
+            scalar = scalar_or_none(value)
+            if scalar is None and value is not None:
+                text = repr(value)
+                scalar = text if len(text) <= 200 else f"<{type(value).__name__}>"
+        # The value's own methods (__repr__, __len__ ...) may raise, and an int of 5,000 digits
+        # refuses to print: the parameter is kept, as its type's name.
+        except Exception:  # noqa: BLE001
+            scalar = f"<{type(value).__name__}>"
         self.params.append(make_param(name, scalar, "api"))
 
     def log_artifact(self, path: Path, name: str | None, copy_to: Path | None) -> Artifact:

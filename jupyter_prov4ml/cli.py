@@ -16,10 +16,33 @@ from .store import Store, StoredRun, resolve_store_root
 EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg", "metrics-csv", "rocrate")
 
 
+class RunError(Exception):
+    """A stored run that cannot be shown or exported as asked; the message says why."""
+
+
 def _store(args: argparse.Namespace) -> Store:
     if args.store:
-        return Store(Path(args.store).expanduser().resolve())
-    return Store(resolve_store_root(os.environ, Path.cwd()))
+        store = Store(Path(args.store).expanduser().resolve())
+    else:
+        store = Store(resolve_store_root(os.environ, Path.cwd()))
+    _recover(store)
+    return store
+
+
+def _recover(store: Store) -> None:
+    """Finalise runs of dead kernels first, so they are listed (as `crashed`)."""
+    from .notices import Notices
+    from .recovery import recover_store
+
+    notices = Notices()
+    try:
+        recovered = recover_store(store, notices)
+    except OSError as error:
+        notices.warn("recovery", f"could not finalise runs of dead kernels ({error})")
+    else:
+        if recovered:
+            notices.warn("recovered", recovered.describe().replace("%prov list", "list"))
+    notices.flush_to_stderr()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -117,7 +140,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .listing import run_row
 
     stored = _store(args).find(args.run_id)
-    row = run_row(stored)
+    try:
+        row = run_row(stored)
+    except (TypeError, ValueError, OverflowError) as error:  # a record edited or damaged
+        raise RunError(f"the record of run {stored.run.run_id} is damaged ({error})") from None
     width = max(len(k) for k in row)
     for key, value in row.items():
         print(f"{key:>{width}}: {value}")
@@ -139,19 +165,45 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "metrics-csv":
         text = _metrics_csv(store, stored)
     elif args.format in ("dot", "svg"):
-        document = provmodel.stored_document(stored)
+        document = _document(stored)
         from .graph import dot_source, render_svg
 
         text = dot_source(document, title=stored.run.name)
         if args.format == "svg":
             text = render_svg(text)
     else:
-        text = provmodel.serialize(provmodel.stored_document(stored), args.format)
+        document = _document(stored)
+        try:
+            text = provmodel.serialize(document, args.format)
+        except ValueError as error:  # e.g. PROV-XML refuses control characters in a name
+            run_id, fmt = stored.run.run_id, args.format
+            raise RunError(f"run {run_id} cannot be written as {fmt}: {error}") from None
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _document(stored: StoredRun) -> Any:
+    """The run's PROV document; rebuilt from its journal record where its file is damaged."""
+    from . import provmodel
+
+    try:
+        return provmodel.stored_document(stored)
+    # `prov` and `json` parse whatever bytes the file holds now, and fail in many ways.
+    except Exception as error:  # noqa: BLE001
+        failure = error
+    try:
+        document = provmodel.run_document(stored.run, stored.session)
+    except Exception:  # noqa: BLE001 - the record itself is damaged too
+        raise RunError(f"run {stored.run.run_id} cannot be exported ({failure!r:.200})") from None
+    print(
+        f"jupyter-prov4ml: warning: {stored.prov_path} cannot be read ({failure!r:.200}); "
+        "exported from the run's journal record instead",
+        file=sys.stderr,
+    )
+    return document
 
 
 def _export_rocrate(args: argparse.Namespace, store: Store, stored: StoredRun) -> int:
@@ -186,14 +238,20 @@ def _metrics_csv(store: Store, stored: StoredRun) -> str:
     import csv
     import io
 
-    from .metrics import read_metrics_file
+    from .metrics import MetricsFileError, read_metrics_file
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["name", "context", "step", "value", "time_s"])
     for data_file in stored.run.data_files:
         if data_file.role == "metrics":
-            columns = read_metrics_file(store.root / data_file.relpath)
+            try:
+                columns = read_metrics_file(store.root / data_file.relpath)
+            except (MetricsFileError, TypeError) as error:  # TypeError: a relpath not text
+                print(
+                    f"jupyter-prov4ml: warning: {error}; its points are left out", file=sys.stderr
+                )
+                continue
             for row in zip(*columns.values(), strict=True):
                 writer.writerow([row[0], row[1], row[2], repr(row[3]), repr(row[4])])
     return out.getvalue()
@@ -277,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DotUnavailable as error:
         print(f"jupyter-prov4ml: {error}", file=sys.stderr)
         return 3
+    except RunError as error:
+        print(f"jupyter-prov4ml: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -386,8 +386,10 @@ class _CellWalker:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     return ast.parse(text)
-            except SyntaxError:
-                if transformed:
+            except SyntaxError as error:
+                # A parser limit (`too many nested parentheses`, `... levels of indentation`)
+                # is not IPython syntax: IPython's transform, seconds on such text, cannot help.
+                if transformed or str(error.msg).startswith("too many"):
                     return None
                 text_or_none = self.syntax.transform(text)
                 if text_or_none is None:

@@ -108,7 +108,9 @@ _PLAIN_KEYS = frozenset(
         "error_type",
     )
 )
-_OPEN_PREFIX = b'{"event":"open"'
+# Lines that say a run is under way (open, progress checkpoints): `recovery` reads them, the
+# index does not, and skipping them unparsed keeps a long run's checkpoints cheap to index.
+_UNDER_WAY_PREFIXES = (b'{"event":"open"', b'{"event":"progress"')
 _START_ORDER = operator.itemgetter(10, 0)  # (started_at_unix_s, run_id) of a _LISTED row
 
 
@@ -464,7 +466,7 @@ class RunIndex:
         rows: list[tuple[Any, ...]] = []
         documents: list[tuple[str, str]] = []
         for raw in data[:complete].splitlines():
-            if raw.startswith(_OPEN_PREFIX) or not raw.strip():
+            if raw.startswith(_UNDER_WAY_PREFIXES) or not raw.strip():
                 continue
             stats.lines_parsed += 1
             line = raw.decode("utf-8", errors="replace")
@@ -635,11 +637,21 @@ class IndexWriter:
         self._connection: sqlite3.Connection | None = None
         self._inode: int | None = None
 
-    def commit(self, batch: IndexBatch, clean_since: int | None, journal_end: int) -> None:
-        """Raises sqlite3.Error (or OSError) when the index cannot take the batch now."""
+    def commit(
+        self, batch: IndexBatch, clean_since: int | None, journal_end: int, restart: bool = False
+    ) -> None:
+        """Raises sqlite3.Error (or OSError) when the index cannot take the batch now.
+
+        `restart`: the journal was removed and begun again, so what the index held of it is
+        forgotten first and its offset counts from the new file's start."""
         connection = self._connect()
         try:
             with _transaction(connection):
+                if restart:
+                    _forget_journal(connection, self.journal)
+                    connection.execute(
+                        "UPDATE sessions SET journal_offset = 0 WHERE journal = ?", (self.journal,)
+                    )
                 row = connection.execute(
                     "SELECT journal_offset FROM sessions WHERE journal = ?", (self.journal,)
                 ).fetchone()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import Progress
 from .energy import EnergyReading
 from .records import (
     Artifact,
@@ -35,7 +36,7 @@ def encode_line(event: str, payload: dict[str, Any]) -> str:
 
 
 def run_to_dict(run: CellRun) -> dict[str, Any]:
-    encoded: dict[str, Any] = _jsonable(dataclasses.asdict(run))
+    encoded: dict[str, Any] = jsonable(dataclasses.asdict(run))
     return encoded
 
 
@@ -70,7 +71,7 @@ def run_from_dict(data: dict[str, Any]) -> CellRun:
 
 
 def session_to_dict(info: SessionInfo) -> dict[str, Any]:
-    encoded: dict[str, Any] = _jsonable(dataclasses.asdict(info))
+    encoded: dict[str, Any] = jsonable(dataclasses.asdict(info))
     return encoded
 
 
@@ -79,6 +80,7 @@ def session_from_dict(data: dict[str, Any]) -> SessionInfo:
     values = {k: v for k, v in data.items() if k in fields}
     values["software"] = tuple(tuple(pair) for pair in values.get("software", ()))
     values["gpus"] = tuple(values.get("gpus", ()))
+    values["environment"] = tuple(tuple(pair) for pair in values.get("environment", ()))
     return SessionInfo(**values)
 
 
@@ -92,16 +94,28 @@ class JournalState:
     bad_lines: int
     # run id → the PROV document (relative path) that holds it, for plain cells
     documents: dict[str, str] = dataclasses.field(default_factory=dict)
+    # run id → the progress journaled for a run still open (only when asked for)
+    progress: dict[str, Progress] = dataclasses.field(default_factory=dict)
 
 
-def read_journal(path: Path) -> JournalState:
-    """Parse a journal, skipping lines that are truncated or not ours (counted in bad_lines)."""
+_PROGRESS_PREFIX = '{"event":"progress"'
+
+
+def read_journal(path: Path, with_progress: bool = False) -> JournalState:
+    """Parse a journal, skipping lines that are truncated or not ours (counted in bad_lines).
+
+    `with_progress` also puts together the checkpoints of runs that never closed (what a
+    killed kernel left); otherwise those lines are skipped unread.
+    """
     session: SessionInfo | None = None
     closed: dict[str, tuple[CellRun, str | None]] = {}
     opened: dict[str, dict[str, Any]] = {}
     documents: dict[str, str] = {}
+    progress: dict[str, Progress] = {}
     bad = 0
     for line in _lines(path):
+        if line.startswith(_PROGRESS_PREFIX) and not with_progress:
+            continue
         try:
             entry = json.loads(line)
             event = entry["event"]
@@ -109,15 +123,20 @@ def read_journal(path: Path) -> JournalState:
                 session = session_from_dict(entry["session"])
             elif event == "open":
                 opened[entry["run_id"]] = entry
+            elif event == "progress":
+                run_id = entry["run_id"]
+                if run_id in opened:
+                    progress.setdefault(run_id, Progress()).add(entry)
             elif event == "document":
                 documents.update(dict.fromkeys(entry["run_ids"], entry["path"]))
             elif event == "close":
                 run = run_from_dict(entry["run"])
                 closed[run.run_id] = (run, entry.get("prov_path"))
                 opened.pop(run.run_id, None)
-        except (ValueError, KeyError, TypeError, RecursionError):
+                progress.pop(run.run_id, None)
+        except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
             bad += 1
-    return JournalState(session, closed, opened, bad, documents)
+    return JournalState(session, closed, opened, bad, documents, progress)
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -160,12 +179,12 @@ def _energy_from_dict(data: dict[str, Any]) -> EnergyLedger:
     )
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Tuples to lists and non-finite floats to strings, so the journal stays strict JSON."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
     return value

@@ -16,10 +16,13 @@ from typing import Any, NamedTuple
 
 from .identity import source_sha256
 from .records import CellRun, VariableSummary
+from .redaction import REDACTED, is_secret_name, looks_like_credential
 
 # Values up to this many bytes are hashed; larger ones are described, not hashed.
 MAX_HASHED_BYTES = 100_000
 MAX_SUMMARY_CHARS = 80
+# Strings up to this long are checked for a credential's shape (longer ones: by name only).
+_SHAPE_CHECKED_CHARS = 4_096
 _SCALARS = (int, float, bool, complex)
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
@@ -33,7 +36,12 @@ def summarize(name: str, value: Any) -> VariableSummary:
         else kind.__qualname__
     )
     digest: str | None = None
-    if kind in _SCALARS:
+    if is_secret_name(name) or (
+        kind is str and len(value) <= _SHAPE_CHECKED_CHARS and looks_like_credential(value)
+    ):
+        # No description and no hash: a short password's sha256 can be looked up.
+        description = REDACTED
+    elif kind in _SCALARS:
         # The description is the value itself: a hash would add nothing.
         description = repr(value)[:MAX_SUMMARY_CHARS]
     elif kind is str:

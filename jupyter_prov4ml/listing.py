@@ -29,26 +29,46 @@ KEY_PARAMS_SHOWN = 4
 
 
 def run_row(stored: StoredRun | IndexedRun) -> dict[str, Any]:
-    """The stable, documented JSON shape of one run (`jupyter-prov4ml list --json`)."""
+    """The stable, documented JSON shape of one run (`jupyter-prov4ml list --json`).
+
+    Texts are str (or None) and numbers float (or None) whatever a damaged store holds, so
+    that the tables below never fail on a row."""
     run = stored if isinstance(stored, IndexedRun) else IndexedRun.of(stored.run, stored.prov_path)
+    count = run.execution_count
     return {
-        "run_id": run.run_id,
-        "session_id": run.session_id,
-        "kind": run.kind,
-        "name": run.name,
-        "cell_sha256": run.cell_sha256,
-        "cell_id": run.cell_id,
-        "execution_count": run.execution_count,
-        "notebook_path": run.notebook_path,
-        "status": run.status,
-        "error_type": run.error_type,
-        "started_at": run.started_at,
-        "duration_s": round(run.duration_s, 6),
-        "cpu_time_s": round(run.cpu_time_s, 6),
-        "energy_j": None if run.energy_j is None else round(run.energy_j, 6),
+        "run_id": str(run.run_id),
+        "session_id": str(run.session_id),
+        "kind": str(run.kind),
+        "name": _text(run.name),
+        "cell_sha256": str(run.cell_sha256),
+        "cell_id": _text(run.cell_id),
+        "execution_count": count if type(count) is int else None,
+        "notebook_path": _text(run.notebook_path),
+        "status": str(run.status),
+        "error_type": _text(run.error_type),
+        "started_at": str(run.started_at),
+        "duration_s": _rounded(run.duration_s),
+        "cpu_time_s": _rounded(run.cpu_time_s),
+        "energy_j": _rounded(run.energy_j),
         "params": dict(run.params),
         "prov_path": str(run.prov_path) if run.prov_path else None,
     }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _rounded(value: Any) -> float | None:
+    """A number rounded to the microsecond (or µJ); None for what is not one."""
+    try:
+        return round(float(value), 6)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _fixed(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def format_energy(energy_j: float | None) -> str:
@@ -99,11 +119,10 @@ class RunTable:
             "" if count is None else str(count),
             row["status"],
             str(row["started_at"])[:19].replace("T", " "),
-            f"{row['duration_s']:.3f}",
+            _fixed(row["duration_s"]),
         ]
         if self.wide:
-            energy = row["energy_j"]
-            cells.append("" if energy is None else f"{energy:.3f}")
+            cells.append(_fixed(row["energy_j"]))
             cells.append(key_params(row["params"]) if row["params"] else "")
         return cells
 
@@ -155,7 +174,7 @@ def _html_row(row: dict[str, Any]) -> str:
         f"<td>{escape(row['name'] or '')}</td>",
         f"<td title='{escape(str(row['cell_sha256']))}'>{escape(cell)}</td>",
         f"<td>{escape(str(row['started_at'])[:19].replace('T', ' '))}</td>",
-        f"<td style='text-align:right'>{row['duration_s']:.3f} s</td>",
+        f"<td style='text-align:right'>{_fixed(row['duration_s'])} s</td>",
         f"<td{colour}>{escape(status)}</td>",
         f"<td style='text-align:right'>{escape(format_energy(row['energy_j']))}</td>",
         f"<td title='{escape(repr(params))}'>{escape(key_params(params))}</td>",

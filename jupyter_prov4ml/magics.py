@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .params import ParamError, parse_param_option
@@ -19,6 +20,21 @@ if TYPE_CHECKING:
 # `%prov list` shows at most this many runs unless asked for more: a notebook keeps its
 # outputs, and a table of every run of a large store would bloat it.
 NOTEBOOK_LIST_LIMIT = 200
+# IPython expands `$name` and `{expr}` in a magic's line with a regex whose time grows with
+# the square of the line's length (2.5 s for 10,000 characters here, minutes for 100,000):
+# `%%provrun` expands its line itself, and only lines up to this long.
+MAX_EXPANDED_LINE_CHARS = 2_000
+# The frame IPython expands a cell magic's line in (its `run_cell_magic` uses depth 2), seen
+# from inside the magic, one call further down.
+_EXPANSION_DEPTH = 3
+
+
+def parsed_line(magic: Any, line: str) -> Any:
+    """The magic's arguments; an unbalanced quote is a UsageError like any other bad line."""
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as error:  # shlex: "No closing quotation", "No escaped character"
+        raise UsageError(f"{error}\n{magic.parser.format_usage()}") from None
 
 
 @magics_class
@@ -48,6 +64,7 @@ class ProvMagics(Magics):
     )
     @argument("--no-graph", action="store_true", help="do not show the provenance graph")
     @argument("--no-live", action="store_true", help="do not show the live dashboard")
+    @no_var_expand
     @cell_magic
     def provrun(self, line: str, cell: str) -> None:
         """Run the cell with full provenance capture: parameters, hardware use, PROV graph.
@@ -55,7 +72,9 @@ class ProvMagics(Magics):
         Top-level literal assignments in the cell (``batch_size = 64``) are recorded as
         parameters too, read with ``ast`` and never evaluated.
         """
-        args = parse_argstring(self.provrun, line)
+        if ("$" in line or "{" in line) and len(line) <= MAX_EXPANDED_LINE_CHARS:
+            line = self.extension.shell.var_expand(line, _EXPANSION_DEPTH)
+        args = parsed_line(self.provrun, line)
         try:
             params = tuple(parse_param_option(text) for text in args.param)
         except ParamError as error:
@@ -66,7 +85,8 @@ class ProvMagics(Magics):
                 + self.provrun.parser.format_usage()
             )
         options = ProvrunOptions(
-            name=args.name,
+            # A lone surrogate (text decoded with surrogateescape) cannot be stored as UTF-8.
+            name=_valid_text(args.name),
             params=params,
             interval_s=args.interval,
             graph=not args.no_graph,
@@ -102,7 +122,7 @@ class ProvMagics(Magics):
     def prov(self, line: str) -> Any:
         """Browse and manage provenance: status, list, show RUN, diff A B, stale, graph, flush,
         config."""
-        args = parse_argstring(self.prov, line)
+        args = parsed_line(self.prov, line)
         ext = self.extension
         if args.command == "status":
             print(ext.status_line())
@@ -134,9 +154,18 @@ class ProvMagics(Magics):
                 raise UsageError("usage: %prov show RUN_ID")
             ext.writer.flush(session_document=False)
             try:
-                ext.show_stored(args.args[0])
+                ext.store.find(args.args[0])
             except LookupError as error:
                 raise UsageError(str(error)) from None
+            try:
+                ext.show_stored(args.args[0])
+            # What the store holds may be damaged (a truncated PROV document, a record edited
+            # by hand): say so in one line rather than with a traceback in the notebook.
+            except Exception as error:  # noqa: BLE001
+                print(
+                    f"jupyter_prov4ml: cannot show run {args.args[0]}: {error!r:.200}",
+                    file=sys.stderr,
+                )
         elif args.command == "stale":
             return ext.stale_report()
         elif args.command == "graph":
@@ -174,3 +203,8 @@ class ProvMagics(Magics):
             f"jupyter_prov4ml: carbon intensity {config.carbon_intensity_g_per_kwh:g} g/kWh, "
             f"CPU {config.watts_per_core:g} W per core"
         )
+
+
+def _valid_text(text: str | None) -> str | None:
+    """`text` with lone surrogates written as `\\udcff` escapes (None stays None)."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")

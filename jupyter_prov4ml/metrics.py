@@ -41,6 +41,10 @@ class MetricError(ValueError):
 _TEXT = (str, bytes, bytearray)
 
 
+class MetricsFileError(ValueError):
+    """A metrics file that cannot be read back: damaged, or not one this package wrote."""
+
+
 def metric_value(value: object) -> float:
     """A float64 from Python numbers, numpy scalars/0-d arrays, or framework scalars (a
     one-element torch or jax tensor) — through `__float__`, so no framework is imported."""
@@ -48,6 +52,14 @@ def metric_value(value: object) -> float:
         return float(value)
     if isinstance(value, _TEXT) or value is None:
         raise MetricError(f"a metric value must be a number, not {type(value).__name__}", "value")
+    # float() of a numpy complex drops the imaginary part (with a ComplexWarning): refuse it.
+    # (Python ints, the common case here, skip the attribute lookup.)
+    if not isinstance(value, int) and (
+        isinstance(value, complex) or getattr(getattr(value, "dtype", None), "kind", None) == "c"
+    ):
+        raise MetricError(
+            f"a metric value must be a real number, not {type(value).__name__}", "value"
+        )
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError) as error:
@@ -119,13 +131,18 @@ class MetricLog:
 
     def _new_series(self, name: object, context: object) -> MetricSeries:
         for label, text in (("name", name), ("context", context)):
-            if not isinstance(text, str) or not text:
+            if not isinstance(text, str) or not str.__len__(text):
                 raise MetricError(
                     f"a metric {label} must be a non-empty string, got {text!r:.60}", "name"
                 )
-            if len(text) > MAX_NAME_CHARS:
+            if str.__len__(text) > MAX_NAME_CHARS:
                 raise MetricError(
                     f"a metric {label} is limited to {MAX_NAME_CHARS} characters", "name"
+                )
+            if not text.isascii() and not _is_utf8(text):
+                raise MetricError(
+                    f"a metric {label} must be valid Unicode text (it holds a lone surrogate)",
+                    "name",
                 )
         assert isinstance(name, str) and isinstance(context, str)
         series = self.series[(name, context)] = MetricSeries(name, context)
@@ -230,15 +247,34 @@ def _summary(series: MetricSeries, values: Any, steps: Any, pc: Any) -> MetricSu
     )
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def read_metrics_file(path: Any) -> dict[str, list[Any]]:
-    """A metrics file as plain columns: name, context, step, value, time_s."""
+    """A metrics file as plain columns: name, context, step, value, time_s.
+
+    Raises MetricsFileError when the file is missing, damaged or not a metrics file."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    return {
-        "name": table.column("name").to_pylist(),
-        "context": table.column("context").to_pylist(),
-        "step": table.column("step").to_pylist(),
-        "value": table.column("value").to_pylist(),
-        "time_s": [us / 1e6 for us in table.column("time_us").to_pylist()],
-    }
+    try:
+        table = pq.read_table(path)
+        return {
+            "name": table.column("name").to_pylist(),
+            "context": table.column("context").to_pylist(),
+            "step": table.column("step").to_pylist(),
+            "value": table.column("value").to_pylist(),
+            "time_s": [us / 1e6 for us in table.column("time_us").to_pylist()],
+        }
+    # OSError: missing or unreadable; ArrowException: not Parquet; KeyError: another file's
+    # columns; TypeError: columns of other types (text times, nulls)
+    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
+        # pyarrow's messages repeat the path at length: the kind of failure is enough here.
+        raise MetricsFileError(
+            f"metrics file {path} cannot be read ({type(error).__name__})"
+        ) from None

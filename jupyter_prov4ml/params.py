@@ -14,6 +14,8 @@ from .redaction import redact_value
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _MAX_SOURCE_CHARS = 1_000_000
 MAX_STRING_CHARS = 1_000
+# About 1,000 decimal digits, like MAX_STRING_CHARS (past 4,300 Python refuses to print one).
+_MAX_INT_BITS = 3_300
 
 
 def make_param(name: str, value: ParamValue, source: str) -> Param:
@@ -48,13 +50,20 @@ def literal_or_text(raw: str) -> ParamValue:
 def scalar_or_none(value: object) -> ParamValue:
     """`value` if it is a JSON-friendly scalar, else None (containers are summarised as text).
 
-    Strings longer than MAX_STRING_CHARS are not parameters (a 1 MB literal is data)."""
+    Strings longer than MAX_STRING_CHARS are not parameters (a 1 MB literal is data), nor
+    are integers of more than about as many digits. Subclasses of str, int and float give the
+    plain value they hold: their own methods may raise, or print something else."""
     if isinstance(value, str):
-        return value if len(value) <= MAX_STRING_CHARS else None
-    if isinstance(value, bool | int) or value is None:
+        text = str.__str__(value)
+        return text if len(text) <= MAX_STRING_CHARS else None
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, int):
+        number = int.__int__(value)
+        return number if number.bit_length() <= _MAX_INT_BITS else None
     if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
+        real = float.__float__(value)
+        return real if math.isfinite(real) else repr(real)
     if isinstance(value, list | tuple | dict | set | frozenset) and len(repr(value)) <= 200:
         return repr(value)
     return None
@@ -73,6 +82,10 @@ def literal_assignments(source: str) -> list[Param]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tree = ast.parse(source)
+    except UnicodeEncodeError:
+        # Lone surrogates (text decoded with surrogateescape) cannot reach the parser: written
+        # as `\udcff` escapes they can, and a string literal holding one keeps its value.
+        return literal_assignments(source.encode("utf-8", "backslashreplace").decode("utf-8"))
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return []
     found: dict[str, Param] = {}

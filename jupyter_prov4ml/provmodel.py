@@ -55,6 +55,7 @@ class _Builder:
         self.ns: Namespace = self.doc.add_namespace(NS_PREFIX, NS_URI)
         self._agents: dict[str, tuple[ProvAgent, ProvAgent, ProvEntity]] = {}
         self._cells: dict[str, ProvEntity] = {}
+        self._derivations: set[tuple[str, str]] = set()
 
     def q(self, local: str) -> QualifiedName:
         return self.ns[local]
@@ -98,6 +99,8 @@ class _Builder:
                 "gpus": "; ".join(info.gpus) or "none",
                 "notebook_path": info.notebook_path,
                 "session_started_at": _iso(info.started_at_unix_s),
+                # already allow-listed and redacted when captured (environment.py)
+                **{f"env_{safe_local(name)}": value for name, value in info.environment},
             },
         )
         self._agents[info.session_id] = (user, software, environment)
@@ -150,9 +153,13 @@ class _Builder:
         )
         cell = self.cell(run)
         activity.used(cell)
-        if run.derived_from_sha256 is not None:
-            # A new version of the same notebook cell (same cell id, new source).
-            previous = self.q(f"cell_{run.derived_from_sha256[:16]}")
+        derived = run.derived_from_sha256
+        if derived is not None and (run.cell.sha256, derived) not in self._derivations:
+            # A new version of the same notebook cell (same cell id, new source). Stated once
+            # per document: an edit undone and redone recurs, and `prov` writes a repeated
+            # relation as a JSON list under one blank id, which PROV-JSON's schema forbids.
+            self._derivations.add((run.cell.sha256, derived))
+            previous = self.q(f"cell_{derived[:16]}")
             self.doc.wasDerivedFrom(cell, previous)
         for binder, names in run.informed_by:
             self.doc.wasInformedBy(activity, self.q(f"run_{binder}"))

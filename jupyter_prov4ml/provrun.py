@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import html
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from .capture import StepContext, finish_steps
+from .checkpoint import Checkpointer
 from .metrics import MetricsFile
 from .params import literal_assignments, merge_params
 from .recorder import OpenWindow, link_fields, result_error, status_of
@@ -60,10 +61,32 @@ def _run_in_window(
 ) -> CapturedRun:
     shell = ext.shell
     params = merge_params(list(options.params), literal_assignments(body))
-    ext.writer.opened(window, "provrun")
+    ext.writer.opened(
+        window,
+        "provrun",
+        {
+            "name": options.name,
+            "params": [asdict(param) for param in params],
+            "interval_s": options.interval_s,
+            "execution_count": shell.execution_count,
+        },
+    )
     capture = window.capture = window.capture or ext.new_capture()
     energy_start = ext.meter.begin()
     sampler = Sampler(ext.host_reader, ext.gpu, ext.notices, options.interval_s)
+    # Subscribed first: the journal matters more than the view, and is cheap.
+    checkpointer = Checkpointer(
+        window.run_id,
+        lambda: sampler.samples,
+        capture,
+        ext.writer.progress,
+        window.started_cpu_ns,
+        ext.checkpoint_period_s,
+    )
+    sampler.subscribe(
+        checkpointer.on_tick,
+        "crash checkpoints stopped; the run is still saved when it ends",
+    )
     monitor = _live_monitor(ext, options) if options.live else None
     if monitor is not None:
         monitor.watch(capture)

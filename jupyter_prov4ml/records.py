@@ -225,3 +225,6 @@ class SessionInfo:
     memory_total_bytes: int
     gpus: tuple[str, ...] = ()
     notebook_path: str | None = None
+    # Allow-listed environment (Python, CUDA, job, thread counts), values redacted and capped:
+    # see `environment.captured_environment`.
+    environment: tuple[tuple[str, str], ...] = ()

@@ -18,12 +18,38 @@ REDACTED = "<redacted>"
 SECRET_NAME = re.compile(
     r"token|secret|passw(?:or)?d|api[_-]?key|(?:^|_)key(?:$|_)|credential|auth", re.IGNORECASE
 )
-# name, optional closing quote (dict keys), then `=`, `:` or `: type =`, then a value: a
-# quoted string (single line) or a bare token.
+# A cheap first test of a whole cell: could any name in it be a secret's? (`SECRET_NAME`
+# anchors `key` to the ends of a name, which a whole source never matches.)
+# Matched against the lower-cased source: ~10x faster than an IGNORECASE search.
+_SECRET_WORD = re.compile(r"token|secret|passw|key|credential|auth")
+# A quoted string: triple-quoted (may span lines) or single-line, escapes included.
+_QUOTED = (
+    r"""[rRbBuUfF]{0,2}(?:(?P<quote>'''|\"\"\")[\s\S]*?(?P=quote)"""
+    r"""|(?P<quote1>['"])(?:\\.|[^\\\n])*?(?P=quote1))"""
+)
+# a name, then an optional closing quote and `]` (dict keys, `os.environ["X"]`) or a subscript
+# (`secrets["db"]`), then `=`, `:` or `: type =`, then a value: a quoted string or a bare token
+# (which stops at `(` and `=`, so `d = dict(secret=…)` still reaches `secret`; a call such as
+# `os.getenv(…)` is code, not a secret, and is kept).
 _ASSIGNMENT = re.compile(
-    r"""(?P<name>[A-Za-z_][A-Za-z0-9_\-]*)(?P<close>['"]?)"""
+    # only a name holding a secret word can match: scanning stays fast on long cells
+    r"""(?<![A-Za-z0-9_\-])(?=[A-Za-z_])"""
+    r"""(?P<name>(?i:[A-Za-z0-9_\-]*?(?:token|secret|passw|key|credential|auth))[A-Za-z0-9_\-]*)"""
+    r"""(?P<close>['"]?\]?|\[[^\]\n]*\])"""
     r"""(?P<sep>\s*(?::\s*[A-Za-z_][\w\[\], .]*\s*)?=\s*|\s*:\s*)"""
-    r"""(?P<value>[rRbBuUfF]{0,2}(?P<quote>['"]).*?(?P=quote)|[^\s,)}\]#'"]+)"""
+    rf"""(?P<value>{_QUOTED}|[^\s,()}}\]#'"=]+(?![^\s,()}}\]#'"=]*\())"""
+)
+# A quoted name, then a quoted value as the next argument: `log_param("token", "…")`,
+# `os.environ.setdefault("API_KEY", value="…")`.
+_QUOTED_PAIR = re.compile(
+    r"""(?P<open>['"])(?P<name>[A-Za-z_][A-Za-z0-9_\-]*)(?P=open)"""
+    rf"""\s*,\s*(?:[A-Za-z_]\w*\s*=\s*)?(?P<value>{_QUOTED})"""
+)
+# IPython's `%env NAME VALUE` and `%set_env NAME VALUE` (the `NAME=VALUE` form is an assignment).
+_ENV_MAGIC = re.compile(r"(?m)^\s*%(?:set_)?env\s+(?P<name>[A-Za-z_]\w*)[ \t]+(?P<value>\S[^\n]*)")
+# The password of `scheme://user:password@host`.
+_URL_PASSWORD = re.compile(
+    r"""\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@'"]*:(?P<value>(?!<redacted>@)[^/\s@'"]+)(?=@)"""
 )
 
 
@@ -46,7 +72,12 @@ def is_secret_name(name: str) -> bool:
 
 def looks_like_credential(text: str) -> bool:
     """True for strings shaped like API keys, bearer tokens or private keys."""
-    if _KNOWN_TOKEN.search(text) or _BEARER.search(text) or _PRIVATE_KEY.search(text):
+    if (
+        _KNOWN_TOKEN.search(text)
+        or _BEARER.search(text)
+        or _PRIVATE_KEY.search(text)
+        or _URL_PASSWORD.search(text)
+    ):
         return True
     for token in _TOKEN_CHARS.findall(text):
         if (
@@ -73,18 +104,29 @@ def redact_value(name: str, value: object) -> object:
 
 def redact_source(source: str) -> str:
     """`source` with credential-like names' values and credential-like strings replaced."""
+    if "://" in source:
+        source = _URL_PASSWORD.sub(_redact_group, source)
     source = _STRING_LITERAL.sub(_redact_literal, source)
-    if SECRET_NAME.search(source) is None:
+    if _SECRET_WORD.search(source.lower()) is None:
         return source
 
     def replace(match: re.Match[str]) -> str:
-        if not is_secret_name(match.group("name")):
+        # `os.environ["API_KEY"] = …`: the subscript names the secret, not `environ`
+        if not is_secret_name(match.group("name") + (match.groupdict().get("close") or "")):
             return match.group(0)
-        quote = match.group("quote")
-        value = f"{quote}{REDACTED}{quote}" if quote else REDACTED
-        return f"{match.group('name')}{match.group('close')}{match.group('sep')}{value}"
+        return _redact_group(match)
 
-    return _ASSIGNMENT.sub(replace, source)
+    source = _QUOTED_PAIR.sub(replace, _ASSIGNMENT.sub(replace, source))
+    return _ENV_MAGIC.sub(replace, source) if "env" in source else source
+
+
+def _redact_group(match: re.Match[str]) -> str:
+    """The match with its `value` group replaced by `<redacted>`, quotes kept."""
+    groups = match.groupdict()
+    quote = groups.get("quote") or groups.get("quote1") or ""
+    start, end = match.start("value") - match.start(), match.end("value") - match.start()
+    text = match.group(0)
+    return f"{text[:start]}{quote}{REDACTED}{quote}{text[end:]}"
 
 
 def _redact_literal(match: re.Match[str]) -> str:

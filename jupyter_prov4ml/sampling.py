@@ -152,15 +152,20 @@ class Sampler:
         self._host: HostSource | None = host
         self._gpu: GpuReader | None = gpu if gpu.available else None
         self._notices = notices
-        self._subscribers: list[Callable[[Tick], None]] = []
+        # (callback, what the user loses if it fails)
+        self._subscribers: list[tuple[Callable[[Tick], None], str]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
         self._host_failures = 0
         self.latest: Tick | None = None
 
-    def subscribe(self, callback: Callable[[Tick], None]) -> None:
-        self._subscribers.append(callback)
+    def subscribe(
+        self, callback: Callable[[Tick], None], lost: str = "the live view stopped updating"
+    ) -> None:
+        """Call `callback` after each tick (sampler thread); if it raises, it is dropped and
+        the user told `lost` once."""
+        self._subscribers.append((callback, lost))
 
     @property
     def t0_ns(self) -> int:
@@ -212,12 +217,12 @@ class Sampler:
         tick = Tick(elapsed_s, self._read_host(elapsed_s), self._read_gpus())
         self.latest = tick
         self.samples.append(tick.columns())
-        for callback in tuple(self._subscribers):
+        for subscriber in tuple(self._subscribers):
             try:
-                callback(tick)
-            except Exception as error:  # noqa: BLE001 - a view must not stop sampling
-                self._notices.warn("subscriber", f"live view stopped updating ({error!r})")
-                self._subscribers.remove(callback)
+                subscriber[0](tick)
+            except Exception as error:  # noqa: BLE001 - a subscriber must not stop sampling
+                self._notices.warn(f"subscriber:{subscriber[1]}", f"{subscriber[1]} ({error!r})")
+                self._subscribers.remove(subscriber)
 
     def _read_host(self, elapsed_s: float) -> HostSample | None:
         if self._host is None:

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from .journal import encode_line, run_to_dict, session_to_dict
+from .journal import encode_line, jsonable, run_to_dict, session_to_dict
 from .notices import Notices
 from .recorder import ClosedCell, OpenWindow, build_run, link_fields, links_payload
 from .records import CellRun, DataFile, SessionInfo
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from prov.model import ProvDocument
 
     from .index import IndexBatch, IndexWriter
+    from .recovery import SessionLock
 
 DEFAULT_PERIOD_S = 0.5
 DEFAULT_MAX_PENDING = 20_000
@@ -63,6 +64,7 @@ class _Line(NamedTuple):
 class _Opened(NamedTuple):
     window: OpenWindow
     kind: str
+    details: dict[str, Any] | None
 
 
 @dataclasses.dataclass(slots=True)
@@ -93,7 +95,10 @@ class StoreWriter:
         notices: Notices,
         period_s: float = DEFAULT_PERIOD_S,
         max_pending: int = DEFAULT_MAX_PENDING,
+        resumed: bool = False,
     ) -> None:
+        """`resumed`: write into the journal of an earlier session (that `recovery` holds the
+        lock of) instead of starting one: no session line, no lock, no recovery pass."""
         self.store = store
         self.session = session
         self.notices = notices
@@ -115,7 +120,13 @@ class StoreWriter:
         self._index_batch_now: IndexBatch | None = None
         self._index_clean_since: int | None = None
         self._index_synced_to = -1
-        self._pending.append(_Line("session", {"session": session_to_dict(session)}))
+        self._index_restart = False
+        self._journal_begun = False
+        self._resumed = resumed
+        # Held while the session lives, so `recovery` can tell a dead kernel from a busy one.
+        self._lock: SessionLock | None = None
+        if not resumed:
+            self._pending.append(_Line("session", {"session": session_to_dict(session)}))
 
     # -- main-thread side: cheap ------------------------------------------------------------
 
@@ -125,8 +136,15 @@ class StoreWriter:
         )
         self._thread.start()
 
-    def opened(self, window: OpenWindow, kind: str) -> None:
-        self._append(_Opened(window, kind))
+    def opened(self, window: OpenWindow, kind: str, details: dict[str, Any] | None = None) -> None:
+        """A cell started; `details` (JSON-ready) is what recovery would need beyond it."""
+        self._append(_Opened(window, kind, details))
+
+    def progress(self, payload: dict[str, Any]) -> None:
+        """A running `%%provrun`'s checkpoint (from the sampler thread): journaled and flushed
+        now, so a killed kernel loses at most one checkpoint period."""
+        self._append(_Line("progress", payload))
+        self._wake.set()
 
     def closed_cell(self, cell: ClosedCell) -> None:
         self._append(cell)
@@ -162,6 +180,10 @@ class StoreWriter:
                 self._journal = None
             if self._index is not None:
                 self._index.close()
+            if self._lock is not None and flushed:
+                # Everything is written: there is nothing left for recovery to look at.
+                self._lock.release(remove=True)
+                self._lock = None
         return flushed
 
     @property
@@ -174,7 +196,17 @@ class StoreWriter:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        # Keep the session header and run jobs; plain-cell events are the cheapest to lose.
+        # Keep the session header and run jobs. Progress checkpoints go first: they only
+        # insure against a crash, and the run's close carries all they hold. Then plain cells.
+        for index, item in enumerate(self._pending):
+            if isinstance(item, _Line) and item.event == "progress":
+                del self._pending[index]
+                self.notices.warn(
+                    "store-dropped-progress",
+                    "store unwritable for long; dropping crash checkpoints of running cells "
+                    "(each run is still saved when it ends)",
+                )
+                return
         for index, item in enumerate(self._pending):
             if isinstance(item, _Opened | ClosedCell):
                 del self._pending[index]
@@ -187,7 +219,33 @@ class StoreWriter:
 
     # -- writer thread ----------------------------------------------------------------------
 
+    def _claim_session(self) -> None:
+        """Take this session's lock before anything is journaled (retried on first write if
+        the store is unwritable now)."""
+        if self._resumed or self._lock is not None:
+            return
+        from .recovery import SessionLock
+
+        with contextlib.suppress(OSError):
+            self._lock = SessionLock.hold(self.store.session_dir(self.session.session_id))
+
+    def _recover_crashed(self) -> None:
+        """Finalise the runs of kernels that died on this store (once, at start-up)."""
+        if self._resumed:
+            return
+        from .recovery import recover_store
+
+        try:
+            recovered = recover_store(self.store, self.notices)
+        except Exception as error:  # noqa: BLE001 - recovery must never cost this session
+            self.notices.warn("recovery", f"could not recover crashed runs ({error!r})")
+            return
+        if recovered:
+            self.notices.warn("recovered", recovered.describe())
+
     def _run(self) -> None:
+        self._claim_session()
+        self._recover_crashed()
         while not self._stop.is_set():
             self._wake.wait(self.period_s)
             self._wake.clear()
@@ -197,6 +255,8 @@ class StoreWriter:
     def _drain(self) -> None:
         with self._drain_lock:
             try:
+                if self._pending:
+                    self._reopen_if_removed()
                 while self._pending:
                     item = self._pending[0]
                     try:
@@ -218,6 +278,31 @@ class StoreWriter:
                 self._failing = False
                 self.notices.reset(_NOTICE_KEY)
                 self.notices.warn("store-recovered", f"store {self.store.root} is writable again")
+
+    def _reopen_if_removed(self) -> None:
+        """If our journal was deleted (the store or session folder removed under us), start a
+        new one, headed by the session line, instead of writing into a file nobody can see."""
+        if self._journal is None:
+            return
+        path = self.store.journal_path(self.session.session_id)
+        try:
+            if os.path.samestat(os.fstat(self._journal.fileno()), os.stat(path)):
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # cannot tell now; the write itself will say if the store is gone
+        with contextlib.suppress(OSError):
+            self._journal.close()
+        self._journal = None  # `_journal_line` starts the new one
+        if self._lock is not None:
+            self._lock.release(remove=False)
+            self._lock = None
+        self.notices.warn(
+            "store-removed",
+            f"the provenance store's files under {self.store.root} were removed; "
+            "recording from now on into new ones",
+        )
 
     def _give_up_on(self, item: _Item, error: Exception) -> None:
         if isinstance(item, _RunJob) and not item.future.done():
@@ -245,11 +330,16 @@ class StoreWriter:
     def _write(self, item: _Item) -> None:
         """Write one item; raises OSError to be retried later."""
         if isinstance(item, _Line):
-            self._journal_line(item.event, item.payload)
+            # A checkpoint may carry a parameter that is NaN: strict JSON needs it as text.
+            payload = jsonable(item.payload) if item.event == "progress" else item.payload
+            self._journal_line(item.event, payload)
             if item.event == "session":
                 self._index_batch().session_json = json.dumps(item.payload["session"])
         elif isinstance(item, _Opened):
             window = item.window
+            # Its close is already queued behind it: an open line would only cost space.
+            if window.closed:
+                return
             self._journal_line(
                 "open",
                 {
@@ -258,6 +348,9 @@ class StoreWriter:
                     "cell_sha256": window.sha256,
                     "cell_id": window.cell_id,
                     "started_at_unix_s": window.started_unix_s,
+                    "source": redact_source(window.source),
+                    "notebook_path": self.session.notebook_path,
+                    **jsonable(item.details or {}),
                 },
             )
         elif isinstance(item, ClosedCell):
@@ -371,12 +464,29 @@ class StoreWriter:
 
     def _journal_line(self, event: str, payload: dict[str, Any]) -> str:
         if self._journal is None:
-            self._journal = _open_private_append(self.store.journal_path(self.session.session_id))
-            if self._index_clean_since is None:
-                self._index_clean_since = os.fstat(self._journal.fileno()).st_size
+            self._open_journal(event)
+            assert self._journal is not None
         line = encode_line(event, payload)
         self._journal.write(line)
         return line
+
+    def _open_journal(self, first_event: str) -> None:
+        self._claim_session()
+        self._journal = _open_private_append(self.store.journal_path(self.session.session_id))
+        size = os.fstat(self._journal.fileno()).st_size
+        if size == 0:
+            if self._journal_begun:
+                # Ours was removed under us: the index forgets what it held of the old file.
+                self._index_restart = True
+                self._index_clean_since = None
+                self._index_synced_to = -1
+            if first_event != "session":  # a journal always starts with its session
+                session = session_to_dict(self.session)
+                self._journal.write(encode_line("session", {"session": session}))
+                self._index_batch().session_json = json.dumps(session)
+        self._journal_begun = True
+        if self._index_clean_since is None:
+            self._index_clean_since = size
 
     def _index_batch(self) -> IndexBatch:
         """The rows this drain has journaled so far, to be indexed by `_sync_index`."""
@@ -401,7 +511,8 @@ class StoreWriter:
 
             self._index = IndexWriter(self.store.root, self.session.session_id)
         try:
-            self._index.commit(batch, self._index_clean_since, journal_end)
+            self._index.commit(batch, self._index_clean_since, journal_end, self._index_restart)
+            self._index_restart = False
         except (sqlite3.Error, OSError):
             # Lines after this point go into later batches; readers index the ones before.
             self._index_clean_since = journal_end

@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from prov.model import ProvDocument
 
-from conftest import closed_runs, extension_of, have_dot
+from conftest import closed_runs, extension_of, have_dot, read_prov_json_strict
 from jupyter_prov4ml.cli import main
 from jupyter_prov4ml.graph import INSTALL_HINT
 
@@ -113,9 +112,9 @@ def command(request: Any) -> list[str]:
 
 
 def strict_prov_json(text: str) -> ProvDocument:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return ProvDocument.deserialize(content=text, format="json")
+    """CLI output: valid against the W3C PROV-JSON schema and read back by `prov` warning-free."""
+    result: ProvDocument = read_prov_json_strict(text, source="jupyter-prov4ml export output")
+    return result
 
 
 # -- list -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prov.model import ProvDocument
 
-from conftest import extension_of
+from conftest import extension_of, read_prov_json_strict
 from jupyter_prov4ml.cli import main
 from jupyter_prov4ml.store import StoredRun
 
@@ -48,6 +48,10 @@ def exported(capsys: Any, tmp_path: Path, run_id: str, fmt: str) -> str:
 
 
 def strict(content: str, **options: Any) -> ProvDocument:
+    if options.get("format") == "json":
+        # The PROV-JSON export must also pass the W3C PROV-JSON schema.
+        document: ProvDocument = read_prov_json_strict(content, "`export --format json` output")
+        return document
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         return ProvDocument.deserialize(content=content, **options)

@@ -241,6 +241,38 @@ def test_unwritable_store_warns_once_and_recovers(shell: Any, store_dir: Path, c
     assert {"v0 = 0", "v1 = 1", "v2 = 2"} <= set(sources)
 
 
+def test_store_removed_under_us_is_begun_again(loaded: Any, store_dir: Path, capsys: Any) -> None:
+    """The store folder deleted while the kernel runs (rm -rf): one warning line, cells
+    unaffected, and what runs from then on is journaled into a new journal headed by its
+    session line, listed by `%prov list`, with a live lock (not mistaken for a crash)."""
+    import shutil
+
+    ext = extension_of(loaded)
+    loaded.run_cell("before = 1", store_history=True)
+    assert ext.writer.flush()
+    shutil.rmtree(store_dir)
+    for i in range(3):
+        assert loaded.run_cell(f"after{i} = {i}", store_history=True).success
+    assert loaded.run_cell("%%provrun --no-graph\nz = 3", store_history=True).success
+    assert ext.writer.flush()
+    loaded.run_cell("pass")  # notices are told by the next cell
+    err = capsys.readouterr().err
+    assert err.count("were removed") == 1 and "Traceback" not in err
+    events = journal_events(store_dir)
+    assert events[0]["event"] == "session"
+    sources = [r["cell"]["source"] for r in closed_runs(store_dir)]
+    assert {"after0 = 0", "after1 = 1", "after2 = 2"} <= set(sources)
+    assert "before = 1" not in sources
+    assert "%%provrun --no-graph\nz = 3" in sources
+    assert ext.writer.flush()
+    listed = {run.run_id for run in ext.store.query()}
+    assert listed == {r["run_id"] for r in closed_runs(store_dir)}
+    assert list(store_dir.glob("sessions/*/writer.lock"))
+    from jupyter_prov4ml.recovery import recover_store
+
+    assert not recover_store(ext.store), "the new lock is held: the session is alive"
+
+
 def test_our_hook_failure_never_breaks_the_cell(loaded: Any, capsys: Any, monkeypatch: Any) -> None:
     """An exception inside our own hook: the user's cell result is unchanged, one short line,
     no traceback, and recording switches off after repeated failures."""
@@ -271,14 +303,30 @@ def test_prov_list_and_show(loaded: Any) -> None:
         loaded.run_line_magic("prov", "show nope")
 
 
+def sha_of(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
 def test_journal_has_open_and_close_for_provrun(loaded: Any, store_dir: Path) -> None:
-    """The journal says when a %%provrun opened, before it closed (crash recovery relies on it)."""
-    loaded.run_cell("%%provrun --no-graph\npass\n", store_history=True)
+    """The journal says a %%provrun opened while it still runs, with what recovery needs
+    (source, parameters, name), before it closes. A cell that ended before the writer got to
+    it costs no open line."""
+    loaded.run_cell(
+        "%%provrun --no-graph --name opened --param lr=0.5\n"
+        "get_ipython()._jupyter_prov4ml.writer.flush()\n",
+        store_history=True,
+    )
+    loaded.run_cell("y = 2", store_history=True)
     flush(loaded)
-    events = [(e["event"], e.get("kind")) for e in journal_events(store_dir)]
-    assert events[0] == ("session", None)
-    assert ("open", "provrun") in events
-    assert events[-1][0] == "close"
+    events = journal_events(store_dir)
+    assert events[0]["event"] == "session"
+    (opened,) = [e for e in events if e["event"] == "open" and e["kind"] == "provrun"]
+    assert opened["name"] == "opened" and opened["params"][0]["value"] == 0.5
+    assert opened["source"].endswith("writer.flush()\n")
+    assert events.index(opened) < min(i for i, e in enumerate(events) if e["event"] == "close")
+    assert sum(e["event"] == "close" for e in events) == 2
+    assert sum(e["event"] == "open" and e["run_id"] == opened["run_id"] for e in events) <= 2
+    assert not any(e["event"] == "open" and e["cell_sha256"] == sha_of("y = 2") for e in events)
 
 
 def test_secrets_never_reach_the_store(loaded: Any, store_dir: Path) -> None:

@@ -287,14 +287,15 @@ def test_find_unknown(two_session_store: Store, ref: str) -> None:
 def test_atomic_write_creates_private_file_and_folders(tmp_path: Path) -> None:
     """New folders are 0700, the file is 0600, and no temporary file is left behind."""
     tmp_path.chmod(0o755)
-    target = tmp_path / "a" / "b" / "c" / "run.prov.json"
+    # Not named *.prov.json: `{"x": 1}` is no PROV document, and conftest checks those.
+    target = tmp_path / "a" / "b" / "c" / "run.json"
     atomic_write_bytes(target, b'{"x": 1}')
     assert target.read_bytes() == b'{"x": 1}'
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     for folder in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755, "existing folders are left alone"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["run.prov.json"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["run.json"]
 
 
 def test_atomic_write_replaces_and_tightens_an_existing_file(tmp_path: Path) -> None:

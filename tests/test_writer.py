@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from conftest import closed_runs
 from jupyter_prov4ml.journal import read_journal
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.recorder import ClosedCell, OpenWindow, build_run
@@ -69,3 +73,75 @@ def test_cells_documents_are_bounded_and_indexed(tmp_path: Path) -> None:
     runs = store.runs()
     assert len(runs) == total
     assert runs[0].prov_path == documents[0] and runs[-1].prov_path == documents[1]
+
+
+def test_unwritable_store_holds_a_bounded_queue_dropping_checkpoints_first(tmp_path: Path) -> None:
+    """While the store cannot be written, records wait in memory up to `max_pending`; past
+    that, crash checkpoints go first (the run's close holds all they hold), then the oldest
+    plain cells, with one warning line; run jobs and the session line are never dropped, and
+    everything still queued is written once the store works again."""
+    blocker = tmp_path / "store"
+    blocker.write_text("a file where the store folder should be")
+    store = Store(blocker)
+    notices = Notices()
+    writer = StoreWriter(store, SESSION, notices, max_pending=50)
+    for n in range(20):
+        writer.progress({"run_id": "s1-run", "at_unix_s": float(n)})
+    for n in range(100):
+        writer.closed_cell(plain_cell(n))
+    assert not writer.flush(timeout_s=0.5)
+    assert writer.pending_count <= 51  # the flush marker rides on top
+    messages = notices.drain()
+    assert any("cannot write provenance" in m for m in messages)
+    assert sum("dropping crash checkpoints" in m for m in messages) == 1
+    assert sum("dropping the oldest" in m for m in messages) == 1
+    blocker.unlink()
+    assert writer.close()
+    events = [line for line in store.journal_path("s1").read_text().splitlines()]
+    assert not any('"event":"progress"' in line for line in events)
+    closed = read_journal(store.journal_path("s1")).closed
+    # the newest cells, minus room for the flush markers queued meanwhile
+    assert 45 <= len(closed) <= 49
+    assert sorted(closed) == [f"s1-{n:05d}" for n in range(100 - len(closed), 100)]
+
+
+def test_disk_full_holds_records_and_writes_them_later(
+    loaded: Any, store_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """ENOSPC on every write (journal, data files, PROV documents): one warning line naming
+    the cause, the cells (a %%provrun with metrics among them) run as usual, and once space is
+    back everything is written: journal, data files and the run's document."""
+    import errno
+
+    from jupyter_prov4ml import writer as writer_module
+
+    def full(*args: object, **kwargs: object) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    ext = loaded._jupyter_prov4ml
+    assert ext.writer.flush()
+    ext.writer._journal.close()  # as if the next write is the first since the disk filled
+    ext.writer._journal = None
+    monkeypatch.setattr(writer_module, "_open_private_append", full)
+    monkeypatch.setattr(writer_module, "atomic_write_bytes", full)
+    cells = [
+        "a = 1",
+        "%%provrun --no-graph\nfrom jupyter_prov4ml import log_metric\n"
+        "for i in range(50):\n    log_metric('loss', 1 / (i + 1), step=i)",
+        "b = a + 1",
+    ]
+    for cell in cells:
+        assert loaded.run_cell(cell, store_history=True).success
+    assert not ext.writer.flush(timeout_s=1)
+    loaded.run_cell("pass")
+    err = capsys.readouterr().err
+    assert err.count("No space left on device") == 1 and "Traceback" not in err
+    monkeypatch.undo()
+    assert ext.writer.flush(timeout_s=30)
+    runs = {r["cell"]["source"]: r for r in closed_runs(store_dir)}
+    assert {"a = 1", "b = a + 1", cells[1]} <= set(runs)
+    provrun = runs[cells[1]]
+    assert provrun["metrics"][0]["count"] == 50
+    for data in provrun["data_files"]:
+        assert (store_dir / data["relpath"]).stat().st_size == data["size_bytes"]
+    assert list(store_dir.glob("sessions/*/runs/*.prov.json"))

@@ -1,0 +1,355 @@
+"""A kernel killed mid-`%%provrun` (SIGKILL): the run is found and finalised as `crashed`.
+
+The real thing first (a kernel process killed while its cell logs metrics), then the pieces:
+checkpoints, the session lock that tells a dead kernel from a busy one, and recovery's
+behaviour with several recoverers and with damaged checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import cli, closed_runs, deserialize_strict, extension_of, journal_events
+from jupyter_prov4ml.checkpoint import Checkpointer, Progress, pack, unpack
+from jupyter_prov4ml.journal import read_journal
+from jupyter_prov4ml.metrics import MetricLog
+from jupyter_prov4ml.notices import Notices
+from jupyter_prov4ml.recorder import OpenWindow
+from jupyter_prov4ml.records import HostSample, SessionInfo
+from jupyter_prov4ml.recovery import LOCK_NAME, SessionLock, recover_store
+from jupyter_prov4ml.sampling import SampleColumns
+from jupyter_prov4ml.store import Store
+from jupyter_prov4ml.writer import StoreWriter
+
+TRAINING_CELL = """%%provrun --name doomed --param lr=0.01 --interval 0.05
+from jupyter_prov4ml import log_metric, log_param
+epochs = 1000
+log_param("optimizer", "adam")
+for step in range(100_000):
+    log_metric("loss", 1.0 / (step + 1), step=step)
+    time.sleep(0.01)
+"""
+
+
+def _progress_lines(store: Path) -> int:
+    return sum(1 for event in journal_events(store) if event["event"] == "progress")
+
+
+@pytest.mark.kernel
+def test_sigkill_mid_provrun_leaves_a_crashed_run(tmp_path: Path, kernels: Any) -> None:
+    store = tmp_path / "store"
+    kernel = kernels(store)
+    kernel.execute("import time\n%load_ext jupyter_prov4ml")
+    kernel.client.execute(TRAINING_CELL)
+    deadline = time.monotonic() + 60
+    while _progress_lines(store) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _progress_lines(store) >= 3, "the running cell journals its progress"
+    killed_at = time.time()
+    kernel.kill()
+    assert not any(
+        event["event"] == "close" and event["run"]["kind"] == "provrun"
+        for event in journal_events(store)
+    )
+
+    listing = cli("list", "--store", str(store), "--json", "--kind", "provrun", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "recovered 1 run(s)" in listing.stderr
+    (run,) = json.loads(listing.stdout)
+    assert run["status"] == "crashed"
+    assert run["name"] == "doomed"
+    assert run["params"]["lr"] == 0.01 and run["params"]["optimizer"] == "adam"
+    assert run["params"]["epochs"] == 1000
+    record = next(r for r in closed_runs(store) if r["run_id"] == run["run_id"])
+    # Bounded loss: the run is known alive up to its last checkpoint (every 2 s by default).
+    assert killed_at - record["ended_at_unix_s"] < 2.0 + 1.0
+    assert record["started_at_unix_s"] < record["ended_at_unix_s"]
+    (metric,) = record["metrics"]
+    assert metric["name"] == "loss" and metric["count"] >= 100
+    assert metric["first"] == 1.0
+    assert record["hardware"]["sample_count"] >= 40
+    files = {f["role"]: store / f["relpath"] for f in record["data_files"]}
+    steps = pq.read_table(files["metrics"]).column("step").to_pylist()
+    assert steps == list(range(len(steps))), "every journaled point, in order, none twice"
+    assert pq.read_table(files["hardware_samples"]).num_rows == record["hardware"]["sample_count"]
+    document = deserialize_strict(Path(run["prov_path"]))
+    assert "crashed" in json.dumps(json.loads(document.serialize(format="json")))
+    assert not list(store.glob(f"sessions/*/{LOCK_NAME}")), "recovered: lock file removed"
+
+    # Listing again finds the run once and recovers nothing more.
+    again = cli("list", "--store", str(store), "--json", "--kind", "provrun", cwd=tmp_path)
+    assert "recovered" not in again.stderr
+    assert [r["run_id"] for r in json.loads(again.stdout)] == [run["run_id"]]
+
+
+@pytest.mark.kernel
+def test_next_load_ext_recovers_and_says_so(tmp_path: Path, kernels: Any) -> None:
+    """A kernel killed with a plain cell running; the next kernel's %load_ext finalises it
+    while the other, live kernel's runs stay untouched."""
+    store = tmp_path / "store"
+    victim = kernels(store)
+    victim.execute("import time\n%load_ext jupyter_prov4ml")
+    bystander = kernels(store)
+    bystander.execute("%load_ext jupyter_prov4ml")
+    bystander.client.execute("import time\ntime.sleep(30)")
+    victim.client.execute("x = 1\ntime.sleep(60)")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        opens = [e for e in journal_events(store) if e["event"] == "open"]
+        if len(opens) >= 2:
+            break
+        time.sleep(0.2)
+    victim.kill()
+
+    survivor = kernels(store)
+    survivor.execute("%load_ext jupyter_prov4ml")
+    text = survivor.stream_text("%prov list")
+    assert "recovered 1 run(s)" in text, text
+    crashed = [r for r in closed_runs(store) if r["status"] == "crashed"]
+    assert len(crashed) == 1
+    assert crashed[0]["cell"]["source"] == "x = 1\ntime.sleep(60)"
+    # The bystander's cell is still running: not touched.
+    assert all(r["session_id"] == crashed[0]["session_id"] for r in crashed)
+
+
+# -- the pieces, in process ------------------------------------------------------------------
+
+
+def test_packed_columns_round_trip_every_float() -> None:
+    values = [0.0, -0.0, 1.5, math.inf, -math.inf, math.nan, sys.float_info.max, 5e-324]
+    back = unpack(pack(values, "d"), "d")
+    assert [repr(v) for v in back] == [repr(v) for v in values]
+    assert list(unpack(pack([-(2**63), 2**63 - 1, 0], "q"), "q")) == [-(2**63), 2**63 - 1, 0]
+    with pytest.raises(ValueError):
+        unpack("AAAA", "d")  # 3 bytes
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.metrics = MetricLog()
+        self.params: list[Any] = []
+
+
+def test_checkpoints_carry_only_what_is_new() -> None:
+    samples = SampleColumns(capacity=8)
+    capture = _Capture()
+    sent: list[dict[str, Any]] = []
+    checkpointer = Checkpointer("r1", lambda: samples, capture, sent.append, 0)  # type: ignore[arg-type]
+    progress = Progress()
+    for tick in range(40):
+        samples.append({"elapsed_s": tick * 0.1, "process_cpu_percent": float(tick)})
+        capture.metrics.log("loss", float(tick), tick, "training")
+        if tick % 7 == 0:
+            checkpointer.checkpoint()
+            progress.add(json.loads(json.dumps(sent[-1])))
+    checkpointer.checkpoint()
+    progress.add(sent[-1])
+    assert progress.metrics is not None
+    series = progress.metrics.series[("loss", "training")]
+    assert list(series.steps) == list(range(40)), "every point once"
+    elapsed = progress.samples.column("elapsed_s")
+    assert elapsed == sorted(set(elapsed)), "no sample twice, in time order"
+    assert elapsed[-1] == samples.column("elapsed_s")[-1], "up to the last sample kept"
+    assert progress.samples.downsample_factor == samples.downsample_factor > 1
+
+
+def test_a_damaged_checkpoint_changes_nothing() -> None:
+    progress = Progress()
+    good = {"run_id": "r", "at_unix_s": 5.0, "metrics_t0_ns": 0, "params": []}
+    progress.add(good)
+    bad_chunks = [
+        {"at_unix_s": 6.0, "samples": {"downsample_factor": 1, "columns": {"x": "!!"}}},
+        {"at_unix_s": 6.0, "metrics": [{"name": 1, "context": "c"}]},
+        {
+            "at_unix_s": 6.0,
+            "params": [{"name": "p", "value": 1}],
+            "metrics": [
+                {"name": "m", "context": "c", "step": pack([1], "q"), "value": "", "time_ns": ""}
+            ],
+        },
+        {"samples": {}},
+    ]
+    for chunk in bad_chunks:
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            progress.add(chunk)
+    assert progress.params == [] and progress.last_seen_unix_s == 5.0
+    assert progress.metrics is not None and not progress.metrics.series
+
+
+def _session(session_id: str) -> SessionInfo:
+    return SessionInfo(session_id, "me", time.time(), (), "host", "linux", "cpu", 2, 1)
+
+
+def _window(run_id: str) -> OpenWindow:
+    return OpenWindow(run_id, "x = 1", "ab" * 32, "cell-1", time.time(), 0, 0)
+
+
+def _abandoned_session(store: Store, session_id: str, runs: int = 1) -> StoreWriter:
+    """A session that opened runs and then 'died': its lock is released without a close."""
+    writer = StoreWriter(store, _session(session_id), Notices())
+    writer.start()
+    for index in range(runs):
+        writer.opened(_window(f"{session_id}-run{index}"), "provrun", {"name": f"n{index}"})
+    assert writer.flush()
+    writer._stop.set()  # the thread ends without writing anything more
+    writer._wake.set()
+    assert writer._thread is not None
+    writer._thread.join(5)
+    assert writer._lock is not None
+    writer._lock.release(remove=False)  # what the OS does when the process dies
+    return writer
+
+
+def test_live_sessions_are_left_alone(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    live = StoreWriter(store, _session("live"), Notices())
+    live.start()
+    live.opened(_window("live-run"), "cell")
+    assert live.flush()
+    assert not recover_store(store), "its lock is held: the kernel is busy, not dead"
+    assert live.close()
+    assert not (store.session_dir("live") / LOCK_NAME).exists(), "a clean close drops the lock"
+    assert not recover_store(store)
+
+
+def test_concurrent_recoverers_close_each_run_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    for session in ("dead1", "dead2"):
+        _abandoned_session(store, session, runs=3)
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(recover_store(store))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # (dead2's own writer already recovered dead1 when it started: that is one more recoverer)
+    assert sum(len(result.runs) for result in results) == 3
+    closes = [r["run_id"] for r in closed_runs(store.root)]
+    assert sorted(closes) == sorted(f"dead{s}-run{i}" for s in (1, 2) for i in range(3))
+    assert not recover_store(store)
+
+
+def test_lock_survives_a_recoverer_removing_the_file(tmp_path: Path) -> None:
+    """`hold` locks the file that is at the path, even if a recoverer unlinked the one it
+    opened first, so a live session always has a lock file that reads as taken."""
+    session_dir = tmp_path / "s"
+    lock = SessionLock.hold(session_dir)
+    assert lock is not None
+    assert SessionLock.take_if_dead(session_dir) is None
+    lock.release(remove=True)
+    assert SessionLock.take_if_dead(session_dir) is None, "no file: nothing to recover"
+
+
+def test_recovery_runs_at_load_and_is_reported_once(loaded: Any, store_dir: Path) -> None:
+    """An extension loaded on a store holding a dead session's open run finalises it in its
+    writer thread; the user hears one line, and `%prov list` shows the run as crashed."""
+    extension = extension_of(loaded)
+    store = Store(store_dir)
+    _abandoned_session(store, "dead", runs=1)
+    loaded.run_line_magic("unload_ext", "jupyter_prov4ml")
+    loaded.run_cell("%load_ext jupyter_prov4ml")
+    assert extension_of(loaded) is not extension
+    extension_of(loaded).writer.flush()
+    (crashed,) = [r for r in closed_runs(store_dir) if r["status"] == "crashed"]
+    assert crashed["run_id"] == "dead-run0" and crashed["name"] == "n0"
+    assert any("recovered 1 run(s)" in m for m in extension_of(loaded).notices.drain())
+
+
+def test_long_run_journal_grows_with_the_log_of_its_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long run (a fast clock, a small buffer): the sample buffer stays within capacity,
+    the journal keeps old samples at the resolution they had, so its rows grow with the log
+    of the run's length, and the recovered run's PROV document states the downsampling."""
+    import types
+
+    from jupyter_prov4ml import sampling
+    from jupyter_prov4ml.capture import RunCapture
+    from jupyter_prov4ml.probes.gpu import NullGpu
+
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(sampling, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    store = Store(tmp_path / "store")
+    writer = StoreWriter(store, _session("long"), Notices())
+    writer.start()
+    window = _window("long-run")
+    writer.opened(window, "provrun", {"interval_s": 0.1})
+    capacity, ticks = 100, 6_400
+    sampler = sampling.Sampler(_Host(), NullGpu("none"), Notices(), 0.1, capacity=capacity)
+    sampler._t0 = 0.0
+    capture = RunCapture(0)
+    checkpointer = Checkpointer(window.run_id, lambda: sampler.samples, capture, writer.progress, 0)
+    sampler.subscribe(checkpointer.on_tick)
+    for tick in range(1, ticks + 1):
+        clock.now = tick * 0.1
+        sampler._tick()
+    assert writer.flush()
+    assert len(sampler.samples) < capacity
+    state = read_journal(store.journal_path("long"), with_progress=True)
+    journaled = len(state.progress[window.run_id].samples)
+    doublings = sampler.samples.downsample_factor.bit_length() - 1
+    assert doublings >= 5
+    assert journaled <= capacity + capacity // 2 * doublings < ticks / 10
+
+    writer._stop.set()  # the kernel dies
+    writer._wake.set()
+    assert writer._thread is not None
+    writer._thread.join(5)
+    assert writer._lock is not None
+    writer._lock.release(remove=False)
+    (run,) = recover_store(store).runs
+    assert run.hardware is not None and run.hardware.sample_count == journaled
+    (record,) = [r for r in closed_runs(store.root) if r["run_id"] == window.run_id]
+    document = json.loads(
+        Path(store.root / record["data_files"][0]["relpath"])
+        .with_name(f"{window.run_id}.prov.json")
+        .read_text()
+    )
+    factor = document["activity"][f"p4m:run_{window.run_id}"]["p4m:sample_downsample_factor"]
+    journaled_factor = state.progress[window.run_id].samples.downsample_factor
+    assert journaled_factor >= 2 ** (doublings - 1)
+    assert factor == {"$": str(journaled_factor), "type": "xsd:int"}
+
+
+class _Host:
+    def prime(self) -> None:
+        return None
+
+    def read(self, elapsed_s: float) -> HostSample:
+        return HostSample(elapsed_s, 50.0, 2**30, 40.0, 2**33)
+
+
+def test_a_failing_checkpointer_costs_one_line_and_nothing_else(
+    loaded: Any, store_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Our bug in the checkpointer (injected): the cell's output and result are unchanged,
+    the user sees one line, checkpoints stop, and the run is saved when it ends."""
+
+    def broken(self: Checkpointer) -> None:
+        raise RuntimeError("injected checkpoint bug")
+
+    monkeypatch.setattr(Checkpointer, "checkpoint", broken)
+    extension_of(loaded).checkpoint_period_s = 0.02
+    result = loaded.run_cell(
+        "%%provrun --no-graph --interval 0.01\nimport time\ntime.sleep(0.3)\nprint('out')\n41 + 1",
+        store_history=True,
+    )
+    assert result.success
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-2:] == ["out", "Out[1]: 42"]
+    assert captured.err.count("crash checkpoints stopped") == 1
+    assert "Traceback" not in captured.err
+    extension_of(loaded).writer.flush()
+    (run,) = [r for r in closed_runs(store_dir) if r["kind"] == "provrun"]
+    assert run["status"] == "ok" and run["hardware"]["sample_count"] > 5
