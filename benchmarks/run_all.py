@@ -3,7 +3,7 @@
 Exits 0 even when a target is missed (this is a report; FAIL rows say so), and a benchmark
 that cannot run at all is reported as an ERROR line while the others still run.
 
-Usage: `python benchmarks/run_all.py [--verbose]` (`make bench`); about 4 minutes.
+Usage: `python benchmarks/run_all.py [--verbose]` (`make bench`); about 7 minutes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import bench_dataflow
 import bench_hooks
 import bench_index
 import bench_lineage
+import bench_long_run
+import bench_long_session
 import bench_metrics
 import bench_provrun
 import bench_sampler
@@ -42,8 +44,10 @@ def main(argv: list[str]) -> int:
         ("bench_index", bench_index.main),
         ("bench_metrics", bench_metrics.main),
         ("bench_sampler", bench_sampler.main),
+        ("bench_long_run", bench_long_run.main),
         ("bench_dataflow", bench_dataflow.main),
         ("bench_lineage", bench_lineage.main),
+        ("bench_long_session", bench_long_session.main),
     ]
     results: list[Result] = []
     errors: list[str] = []

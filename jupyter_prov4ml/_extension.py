@@ -120,12 +120,13 @@ class ProvExtension:
         self.shell.register_magics(self._magics)
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
-        self.shell.ast_transformers.append(self.recorder.trees)
+        self.recorder.transformers = self.shell.ast_transformers
         atexit.register(self.close_writer)
 
     def unload(self) -> None:
         """Undo exactly what `load` did, after writing what is pending."""
         self._unregister_hooks()
+        self.recorder.transformers = None
         if self.recorder.trees in self.shell.ast_transformers:
             self.shell.ast_transformers.remove(self.recorder.trees)
         if self._magics is not None:

@@ -126,6 +126,9 @@ class DataflowCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, sha256: object) -> bool:
+        return sha256 in self._entries
+
 
 class CellTreeCapture:
     """An entry for IPython's `shell.ast_transformers` that keeps, unchanged, the first module

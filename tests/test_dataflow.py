@@ -630,6 +630,20 @@ def test_tree_capture_in_a_running_shell(shell: Any) -> None:
     assert capture in shell.ast_transformers  # never unregistered for raising
 
 
+def test_tree_is_captured_only_for_cells_not_analysed_yet(loaded: Any) -> None:
+    """Any AST transformer makes IPython walk the whole tree of every cell, so the capture is
+    in `ast_transformers` only while a cell that was never analysed runs."""
+    probe = "seen = [type(t).__name__ for t in get_ipython().ast_transformers]"
+    loaded.run_cell(probe, store_history=True)
+    assert "CellTreeCapture" in loaded.user_ns["seen"]
+    loaded.run_cell(probe, store_history=True)
+    assert "CellTreeCapture" not in loaded.user_ns["seen"]
+    loaded.run_cell(probe + "  # edited", store_history=True)
+    assert "CellTreeCapture" in loaded.user_ns["seen"]
+    loaded.run_line_magic("unload_ext", "jupyter_prov4ml")
+    assert not [t for t in loaded.ast_transformers if type(t).__name__ == "CellTreeCapture"]
+
+
 def test_tree_path_keeps_the_size_cap() -> None:
     """A cell over the cap is not analysed even when its tree is at hand."""
     source = "x = 1\n"

@@ -1,0 +1,120 @@
+"""A long session keeps the extension's state bounded by the distinct cells and names it saw,
+not by how many cells ran (the timed figures are in benchmarks/bench_long_session.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from conftest import extension_of, journal_events
+from jupyter_prov4ml.writer import CELLS_PER_DOCUMENT
+
+CELLS = 2_400  # over CELLS_PER_DOCUMENT, so the cells documents split
+CHECKPOINT = 800
+VARIABLES = 6  # v0 .. v5, assigned and read in a rotation
+# A small notebook: cell id → source; plus an "edit" cell whose source cycles through 3 versions.
+NOTEBOOK = {
+    "imports": "import math\n",
+    "data": "data = list(range(20))\n",
+    "helper": "def total(xs):\n    return sum(xs) + offset\n",
+    "offset": "offset = 1\n",
+    "use": "t = total(data)\nt\n",
+    "scratch": "tmp = [math.sqrt(x) for x in data]\nbest = max(tmp)\ndel tmp\n",
+    "fails": "ratio = t / (len(data) - len(data))\n",
+}
+EDITED = ("scale = 2\n", "scale = 3\n", "scale = 4\n")
+
+
+def session_cells(count: int) -> list[tuple[str, str | None]]:
+    """`count` (source, cell id) pairs: notebook cells re-run, an edited cell, a failing cell,
+    and console cells (no id) over a rotating set of variables; few distinct sources."""
+    cells: list[tuple[str, str | None]] = [(src, cell_id) for cell_id, src in NOTEBOOK.items()]
+    cells.append((" = ".join(f"v{i}" for i in range(VARIABLES)) + " = 0\n", None))
+    ids = list(NOTEBOOK)
+    n = 0
+    while len(cells) < count:
+        n += 1
+        if n % 5 == 0:
+            a = n % VARIABLES
+            cells.append((f"v{a} = v{(a - 1) % VARIABLES} + len(data)\n", None))
+        elif n % 7 == 0:
+            # Edited back and forth: each version is derived from the others many times.
+            cells.append((EDITED[n // 7 % len(EDITED)], "edit"))
+        else:
+            cell_id = ids[n % len(ids)]
+            cells.append((NOTEBOOK[cell_id], cell_id))
+    return cells[:count]
+
+
+def sizes(extension: Any) -> dict[str, int]:
+    """What the extension keeps between cells, as counts of entries."""
+    lineage = extension.recorder.lineage
+    return {
+        "dataflow": len(extension.recorder.dataflow),
+        "cells": len(lineage.cells),
+        "read links": sum(len(cell.read_from) for cell in lineage.cells.values()),
+        "names": len(lineage.last_binder),
+        "bound ids": len(lineage._bound_ids),
+        "binders": len(lineage._binders),
+        "undocumented": len(extension.writer._undocumented),
+    }
+
+
+def test_state_is_bounded_by_distinct_cells_over_a_long_session(
+    loaded: Any, store_dir: Path
+) -> None:
+    """After 2,400 executions of a few distinct cells: caches and lineage hold one entry per
+    distinct source, cell or name (and stop growing once all were seen), binders stay under
+    their pruning bound, the writer's queue drains, and the PROV cell documents are split at
+    CELLS_PER_DOCUMENT cells."""
+    loaded.InteractiveTB.set_mode("Minimal")  # cheap tracebacks (1 cell in 50 fails), no cell
+    extension = extension_of(loaded)
+    cells = session_cells(CELLS)
+    distinct_sources = len({source for source, _ in cells})
+    distinct_cells = len({cell_id or source for source, cell_id in cells})
+    names = {"math", "data", "total", "offset", "t", "best", "scale"} | {
+        f"v{i}" for i in range(VARIABLES)
+    }
+
+    seen = []
+    for number, (source, cell_id) in enumerate(cells, start=1):
+        loaded.run_cell(source, store_history=True, cell_id=cell_id)
+        if number % CHECKPOINT == 0:
+            assert extension.writer.flush(timeout_s=30, session_document=False)
+            assert extension.writer.pending_count == 0
+            seen.append(sizes(extension))
+            # The analysis cache holds each distinct source once.
+            assert seen[-1]["dataflow"] == len({source for source, _ in cells[:number]})
+
+    assert seen[-1]["dataflow"] == distinct_sources
+    for counts in seen:
+        assert counts["cells"] == distinct_cells
+        assert counts["names"] == counts["bound ids"] == len(names)
+        assert counts["read links"] <= distinct_cells * len(names)
+        assert counts["binders"] <= 2 * (counts["names"] + counts["cells"]) + 64
+        assert counts["undocumented"] < CELLS_PER_DOCUMENT
+    # Cells wait for their PROV document until CELLS_PER_DOCUMENT of them are journaled.
+    checkpoints = range(CHECKPOINT, CELLS + 1, CHECKPOINT)
+    assert [counts["undocumented"] for counts in seen] == [
+        number % CELLS_PER_DOCUMENT for number in checkpoints
+    ]
+    steady = [
+        {k: v for k, v in counts.items() if k not in ("dataflow", "binders", "undocumented")}
+        for counts in seen
+    ]
+    assert steady[0] == steady[1] == steady[2]
+
+    assert extension.writer.flush(timeout_s=60)
+    assert extension.writer.pending_count == 0 and not extension.writer._undocumented
+    documents = [e for e in journal_events(store_dir) if e["event"] == "document"]
+    assert [len(e["run_ids"]) for e in documents] == [
+        CELLS_PER_DOCUMENT,
+        CELLS - CELLS_PER_DOCUMENT,
+    ]
+    closed = [e["run"]["run_id"] for e in journal_events(store_dir) if e["event"] == "close"]
+    assert [r for e in documents for r in e["run_ids"]] == closed
+    for event in documents:
+        prov = json.loads((store_dir / event["path"]).read_text(encoding="utf-8"))
+        runs = [key for key in prov["activity"] if key.split(":", 1)[-1].startswith("run_")]
+        assert len(runs) == len(event["run_ids"])
