@@ -36,7 +36,7 @@ from .probes.host import host_facts, open_host_reader
 from .provrun import CapturedRun, RunSummary
 from .recorder import Recorder
 from .records import SessionInfo
-from .store import Store, resolve_store_root
+from .store import PRIVATE, Store, StoreModes, resolve_store_modes, resolve_store_root
 from .writer import StoreWriter
 
 if TYPE_CHECKING:
@@ -92,7 +92,9 @@ class ProvExtension:
             notebook_path=self.notebook_path,
             environment=captured_environment(environ),
         )
-        self.store = Store(resolve_store_root(environ, Path.cwd()))
+        self.store = Store(
+            resolve_store_root(environ, Path.cwd()), _store_modes(environ, self.notices)
+        )
         self.writer = StoreWriter(self.store, self.session, self.notices)
         self.recorder = Recorder(
             self.session.session_id,
@@ -155,7 +157,7 @@ class ProvExtension:
     def set_store(self, root: Path) -> None:
         """Switch to another store: what is pending goes to the old one first."""
         self.writer.close()
-        self.store = Store(root)
+        self.store = Store(root, self.store.modes)
         self.writer = StoreWriter(self.store, self.session, self.notices)
         self.recorder.rebind(self.writer)
         self.writer.start()
@@ -350,6 +352,14 @@ def _energy_config(environ: Mapping[str, str], notices: Notices) -> EnergyConfig
     except ValueError as error:
         notices.warn("energy-config", f"{error}; using the defaults")
         return EnergyConfig()
+
+
+def _store_modes(environ: Mapping[str, str], notices: Notices) -> StoreModes:
+    try:
+        return resolve_store_modes(environ)
+    except ValueError as error:
+        notices.warn("store-mode", f"{error}; the store stays private (0700)")
+        return PRIVATE
 
 
 def _user_name() -> str:

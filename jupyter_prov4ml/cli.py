@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .graph import DotUnavailable
-from .store import Store, StoredRun, resolve_store_root
+from .store import PRIVATE, Store, StoredRun, resolve_store_modes, resolve_store_root
 
 EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg", "metrics-csv", "rocrate")
 
@@ -21,10 +21,13 @@ class RunError(Exception):
 
 
 def _store(args: argparse.Namespace) -> Store:
-    if args.store:
-        store = Store(Path(args.store).expanduser().resolve())
-    else:
-        store = Store(resolve_store_root(os.environ, Path.cwd()))
+    root = Path(args.store).expanduser().resolve() if args.store else None
+    try:
+        modes = resolve_store_modes(os.environ)
+    except ValueError as error:
+        print(f"jupyter-prov4ml: {error}; the store stays private (0700)", file=sys.stderr)
+        modes = PRIVATE
+    store = Store(root or resolve_store_root(os.environ, Path.cwd()), modes)
     _recover(store)
     return store
 
@@ -197,13 +200,18 @@ def _document(stored: StoredRun) -> Any:
     try:
         document = provmodel.run_document(stored.run, stored.session)
     except Exception:  # noqa: BLE001 - the record itself is damaged too
-        raise RunError(f"run {stored.run.run_id} cannot be exported ({failure!r:.200})") from None
+        raise RunError(f"run {stored.run.run_id} cannot be exported ({_reason(failure)})") from None
     print(
-        f"jupyter-prov4ml: warning: {stored.prov_path} cannot be read ({failure!r:.200}); "
+        f"jupyter-prov4ml: warning: {stored.prov_path} cannot be read ({_reason(failure)}); "
         "exported from the run's journal record instead",
         file=sys.stderr,
     )
     return document
+
+
+def _reason(error: Exception) -> str:
+    """An error in a few words on one line (a JSON error's repr holds the whole document)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:160]
 
 
 def _export_rocrate(args: argparse.Namespace, store: Store, stored: StoredRun) -> int:

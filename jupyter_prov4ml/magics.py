@@ -93,7 +93,8 @@ class ProvMagics(Magics):
             live=not args.no_live,
         )
         captured = run_captured(self.extension, options, cell)
-        self.extension.show_run(captured, graph=options.graph)
+        if captured is not None:
+            self.extension.show_run(captured, graph=options.graph)
 
     @magic_arguments()
     @argument(
@@ -162,10 +163,8 @@ class ProvMagics(Magics):
             # What the store holds may be damaged (a truncated PROV document, a record edited
             # by hand): say so in one line rather than with a traceback in the notebook.
             except Exception as error:  # noqa: BLE001
-                print(
-                    f"jupyter_prov4ml: cannot show run {args.args[0]}: {error!r:.200}",
-                    file=sys.stderr,
-                )
+                reason = f"{type(error).__name__}: {' '.join(str(error).split())}"[:160]
+                print(f"jupyter_prov4ml: cannot show run {args.args[0]}: {reason}", file=sys.stderr)
         elif args.command == "stale":
             return ext.stale_report()
         elif args.command == "graph":

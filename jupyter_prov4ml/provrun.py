@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from prov.model import ProvDocument
 
     from ._extension import ProvExtension
+    from .capture import RunCapture
+    from .metering import WindowStart
+    from .writer import SeriesFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +44,14 @@ class CapturedRun:
     stale_inputs: tuple[str, ...] = ()
 
 
-def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> CapturedRun:
+def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> CapturedRun | None:
     """Run `body` in the user's namespace with the sampler on, and record it as one run.
 
     The body goes through `shell.run_cell`, so it behaves exactly like a cell (magics, display
     of the last expression, IPython's own traceback). Its error is handed to the enclosing
     cell's result, so the front end and nbclient see the cell fail as they would without us.
+    None when our own code failed around the body (told in one line; the body still ran and
+    the cell is recorded as a plain cell, or as far as the capture got).
     """
     window = ext.recorder.current
     if window is not None and not window.closed:
@@ -56,9 +61,56 @@ def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> Capt
         return _run_in_window(ext, options, body, window)
 
 
+@dataclass
+class _Capturing:
+    """What is running around the body: made before it, finished after it."""
+
+    params: tuple[Param, ...]
+    capture: RunCapture
+    energy_start: WindowStart
+    sampler: Sampler
+    monitor: LiveMonitor | None
+
+
 def _run_in_window(
     ext: ProvExtension, options: ProvrunOptions, body: str, window: OpenWindow
-) -> CapturedRun:
+) -> CapturedRun | None:
+    shell = ext.shell
+    # A fault boundary on each side of the body: our failure must neither keep the user's
+    # code from running nor change how it ended.
+    try:
+        capturing: _Capturing | None = _start(ext, options, body, window)
+    except Exception as bug:  # noqa: BLE001
+        ext.notices.warn("provrun-start", f"%%provrun capture unavailable ({bug!r}); ran without")
+        capturing = None
+    outer = getattr(shell.displayhook, "exec_result", None)
+    error: BaseException | None = None
+    try:
+        nested = shell.run_cell(body, store_history=False)
+        error = result_error(nested)
+    except BaseException as raised:  # KeyboardInterrupt arriving outside the body
+        error = raised
+        raise
+    finally:
+        shell.displayhook.exec_result = outer
+        if error is not None and outer is not None and result_error(outer) is None:
+            outer.error_in_exec = error
+        finished = None
+        if capturing is not None:
+            try:
+                finished = _finish(ext, options, window, capturing, error, outer)
+            except Exception as bug:  # noqa: BLE001
+                ext.notices.warn(
+                    "provrun-finish",
+                    f"%%provrun could not complete its record ({bug!r}); saved what it could",
+                )
+                finished = _finish_plainly(ext, options, window, capturing, error, outer)
+    return finished
+
+
+def _start(
+    ext: ProvExtension, options: ProvrunOptions, body: str, window: OpenWindow
+) -> _Capturing:
     shell = ext.shell
     params = merge_params(list(options.params), literal_assignments(body))
     ext.writer.opened(
@@ -92,27 +144,66 @@ def _run_in_window(
         monitor.watch(capture)
         sampler.subscribe(monitor.on_tick)
     sampler.start()
-    outer = getattr(shell.displayhook, "exec_result", None)
-    error: BaseException | None = None
+    return _Capturing(params, capture, energy_start, sampler, monitor)
+
+
+def _finish(
+    ext: ProvExtension,
+    options: ProvrunOptions,
+    window: OpenWindow,
+    capturing: _Capturing,
+    error: BaseException | None,
+    outer: Any,
+) -> CapturedRun:
+    sampler, capture = capturing.sampler, capturing.capture
+    samples = sampler.stop()
+    energy = ext.meter.end(capturing.energy_start, samples)
+    steps = finish_steps(
+        capture,
+        StepContext(samples, sampler.t0_ns, len(ext.gpu.devices), ext.meter.config),
+    )
+    status, error_type = status_of(error)
+    count = getattr(outer, "execution_count", None) or ext.shell.execution_count
+    links = ext.recorder.link(window, count, status == "ok")
+    run = ext.recorder.close(
+        window,
+        "provrun",
+        status,
+        error_type,
+        count,
+        name=options.name,
+        params=merge_params(list(capturing.params), capture.params),
+        hardware=samples.summary(sampler.interval_s),
+        energy=energy,
+        steps=steps.documented,
+        steps_total=steps.total,
+        artifacts=tuple(capture.artifacts),
+        **link_fields(links),
+    )
+    future = ext.writer.submit_run(
+        run, [HardwareSamplesFile(samples), MetricsFile(capture.metrics), steps.file]
+    )
+    if capturing.monitor is not None:
+        capturing.monitor.freeze(run, sampler.latest)
+    latest = tuple((name, context, last) for name, context, last, _ in capture.metrics.latest())
+    stale = tuple(ext.recorder.lineage.stale_inputs(run.reads)) if links is not None else ()
+    return CapturedRun(run, future, latest, stale)
+
+
+def _finish_plainly(
+    ext: ProvExtension,
+    options: ProvrunOptions,
+    window: OpenWindow,
+    capturing: _Capturing,
+    error: BaseException | None,
+    outer: Any,
+) -> CapturedRun | None:
+    """The run without what failed to finish (hardware, energy, steps, lineage): its status,
+    parameters, samples and metrics as far as they go."""
     try:
-        nested = shell.run_cell(body, store_history=False)
-        error = result_error(nested)
-    except BaseException as raised:  # KeyboardInterrupt arriving outside the body
-        error = raised
-        raise
-    finally:
-        shell.displayhook.exec_result = outer
-        samples = sampler.stop()
-        energy = ext.meter.end(energy_start, samples)
-        steps = finish_steps(
-            capture,
-            StepContext(samples, sampler.t0_ns, len(ext.gpu.devices), ext.meter.config),
-        )
+        capturing.sampler.stop()
         status, error_type = status_of(error)
-        if error is not None and outer is not None and result_error(outer) is None:
-            outer.error_in_exec = error
-        count = getattr(outer, "execution_count", None) or shell.execution_count
-        links = ext.recorder.link(window, count, status == "ok")
+        count = getattr(outer, "execution_count", None) or ext.shell.execution_count
         run = ext.recorder.close(
             window,
             "provrun",
@@ -120,22 +211,15 @@ def _run_in_window(
             error_type,
             count,
             name=options.name,
-            params=merge_params(list(params), capture.params),
-            hardware=samples.summary(sampler.interval_s),
-            energy=energy,
-            steps=steps.documented,
-            steps_total=steps.total,
-            artifacts=tuple(capture.artifacts),
-            **link_fields(links),
+            params=merge_params(list(capturing.params), capturing.capture.params),
         )
-        future = ext.writer.submit_run(
-            run, [HardwareSamplesFile(samples), MetricsFile(capture.metrics), steps.file]
-        )
-        if monitor is not None:
-            monitor.freeze(run, sampler.latest)
-    latest = tuple((name, context, last) for name, context, last, _ in capture.metrics.latest())
-    stale = tuple(ext.recorder.lineage.stale_inputs(run.reads)) if links is not None else ()
-    return CapturedRun(run, future, latest, stale)
+        files: list[SeriesFile] = [
+            HardwareSamplesFile(capturing.sampler.samples),
+            MetricsFile(capturing.capture.metrics),
+        ]
+        return CapturedRun(run, ext.writer.submit_run(run, files))
+    except Exception:  # noqa: BLE001 - already told once; the cell stays a plain cell
+        return None
 
 
 def _live_monitor(ext: ProvExtension, options: ProvrunOptions) -> LiveMonitor | None:

@@ -25,7 +25,7 @@ from .journal import read_journal
 from .notices import Notices
 from .records import CellRef, CellRun, HardwareSummary, Param, RunKind, SessionInfo
 from .redaction import redact_source
-from .store import Store, make_private_dirs
+from .store import PRIVATE, Store, StoreModes, make_private_dirs
 
 try:
     import fcntl
@@ -43,15 +43,15 @@ class SessionLock:
         self._handle = handle
 
     @classmethod
-    def hold(cls, session_dir: Path) -> SessionLock | None:
+    def hold(cls, session_dir: Path, modes: StoreModes = PRIVATE) -> SessionLock | None:
         """Create and lock the lock file of a session that is starting (None without fcntl).
         Raises OSError when the store cannot be written."""
         if fcntl is None:
             return None
-        make_private_dirs(session_dir)
+        make_private_dirs(session_dir, modes)
         path = session_dir / LOCK_NAME
         while True:
-            handle = _open_lock_file(path, create=True)
+            handle = _open_lock_file(path, create=True, mode=modes.file)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             # A recoverer may have removed the file between our open and our lock: lock the
             # file that is there now, or nobody could tell this session is alive.
@@ -86,9 +86,12 @@ class SessionLock:
         self._handle.close()
 
 
-def _open_lock_file(path: Path, create: bool) -> IO[bytes]:
+def _open_lock_file(path: Path, create: bool, mode: int = 0o600) -> IO[bytes]:
     flags = os.O_RDWR | (os.O_CREAT if create else 0)
-    return os.fdopen(os.open(path, flags, 0o600), "r+b")
+    fd = os.open(path, flags, mode)
+    if create and mode != 0o600:
+        os.fchmod(fd, mode)  # not narrowed by the umask: a shared store stays so
+    return os.fdopen(fd, "r+b")
 
 
 def _same_file(handle: IO[bytes], path: Path) -> bool:

@@ -108,7 +108,10 @@ class SampleColumns:
         return twin
 
     def column(self, name: str) -> list[float]:
-        return self.columns.get(name, [])
+        """A column's values, aligned with `elapsed_s`: all NaN for a field never read (a GPU
+        lost before its first sample), so readers need not tell "absent" from "unread"."""
+        found = self.columns.get(name)
+        return found if found is not None else [math.nan] * len(self)
 
     def summary(self, interval_s: float) -> HardwareSummary:
         series = []

@@ -28,7 +28,39 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 STORE_ENV = "JUPYTER_PROV4ML_STORE"
+STORE_MODE_ENV = "JUPYTER_PROV4ML_STORE_MODE"
 DEFAULT_DIRNAME = "prov4ml"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreModes:
+    """Permission bits of what the store creates: the user's only, unless configured."""
+
+    directory: int = 0o700
+    file: int = 0o600
+
+    @property
+    def private(self) -> bool:
+        return self == PRIVATE
+
+
+PRIVATE = StoreModes()
+
+
+def resolve_store_modes(environ: Mapping[str, str]) -> StoreModes:
+    """`$JUPYTER_PROV4ML_STORE_MODE` (a folder mode in octal, e.g. `750` to let the group
+    read the store, `770` to let it write; files get the same bits without execute), else
+    private. Raises ValueError for a value that is not such a mode."""
+    text = environ.get(STORE_MODE_ENV, "").strip()
+    if not text:
+        return PRIVATE
+    try:
+        bits = int(text, 8)
+    except ValueError:
+        raise ValueError(f"{STORE_MODE_ENV}={text!r} is not an octal mode such as 750") from None
+    if not 0 <= bits <= 0o777 or bits & 0o700 != 0o700:
+        raise ValueError(f"{STORE_MODE_ENV}={text!r}: the owner needs rwx (7xx), e.g. 750")
+    return StoreModes(bits, bits & 0o666)
 
 
 def resolve_store_root(environ: Mapping[str, str], cwd: Path) -> Path:
@@ -50,8 +82,9 @@ class StoredRun:
 class Store:
     """Paths and file operations of one store directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, modes: StoreModes = PRIVATE) -> None:
         self.root = root
+        self.modes = modes
 
     @property
     def sessions_dir(self) -> Path:
@@ -127,7 +160,7 @@ class Store:
             with RunIndex.in_memory_index(self.root) as empty:
                 return answer(empty)
         for attempt in range(2):
-            index = RunIndex.open(self.root)
+            index = RunIndex.open(self.root, self.modes.file)
             try:
                 index.refresh()
                 return answer(index)
@@ -163,12 +196,14 @@ class Store:
         return found
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, modes: StoreModes = PRIVATE) -> None:
     """Write `data` to `path` so readers see the old file or the new one, never half of one."""
-    make_private_dirs(path.parent)
+    make_private_dirs(path.parent, modes)
     # mkstemp creates the file 0600: provenance stays readable by the user only.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if not modes.private:
+            os.fchmod(fd, modes.file)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
@@ -180,13 +215,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def make_private_dirs(path: Path) -> None:
-    """`mkdir -p` with new folders readable by the user only (0700)."""
+def make_private_dirs(path: Path, modes: StoreModes = PRIVATE) -> None:
+    """`mkdir -p` with new folders readable by the user only (0700), or as configured."""
     if path.is_dir():
         return
-    make_private_dirs(path.parent)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
+    make_private_dirs(path.parent, modes)
+    try:
+        path.mkdir(mode=modes.directory)
+    except FileExistsError:
+        return
+    if not modes.private:
+        os.chmod(path, modes.directory)  # the umask must not take the group's bits away
 
 
 def file_sha256(path: Path) -> str:

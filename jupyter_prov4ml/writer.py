@@ -27,7 +27,7 @@ from .notices import Notices
 from .recorder import ClosedCell, OpenWindow, build_run, link_fields, links_payload
 from .records import CellRun, DataFile, SessionInfo
 from .redaction import redact_source
-from .store import Store, atomic_write_bytes, make_private_dirs
+from .store import Store, StoreModes, atomic_write_bytes, make_private_dirs
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -227,7 +227,8 @@ class StoreWriter:
         from .recovery import SessionLock
 
         with contextlib.suppress(OSError):
-            self._lock = SessionLock.hold(self.store.session_dir(self.session.session_id))
+            session_dir = self.store.session_dir(self.session.session_id)
+            self._lock = SessionLock.hold(session_dir, self.store.modes)
 
     def _recover_crashed(self) -> None:
         """Finalise the runs of kernels that died on this store (once, at start-up)."""
@@ -421,7 +422,7 @@ class StoreWriter:
         ]
         document = provmodel.session_document(runs, self.session)
         path = self.store.cells_document_path(self.session.session_id, self._documents_written)
-        atomic_write_bytes(path, provmodel.serialize(document).encode("utf-8"))
+        atomic_write_bytes(path, provmodel.serialize(document).encode("utf-8"), self.store.modes)
         relpath = self.store.relpath(path)
         run_ids = [run.run_id for run in runs]
         self._journal_line("document", {"path": relpath, "run_ids": run_ids})
@@ -446,14 +447,15 @@ class StoreWriter:
             job.document = provmodel.run_document(run, self.session)
             job.future.set_result(job.document)
         path = self.store.run_path(run, ".prov.json")
-        atomic_write_bytes(path, provmodel.serialize(job.document).encode("utf-8"))
+        data = provmodel.serialize(job.document).encode("utf-8")
+        atomic_write_bytes(path, data, self.store.modes)
         record, relpath = run_to_dict(run), self.store.relpath(path)
         line = self._journal_line("close", {"run": record, "prov_path": relpath})
         self._index_batch().add_close(self.session.session_id, record, relpath, line)
 
     def _data_file(self, run: CellRun, role: str, data: bytes) -> DataFile:
         path = self.store.run_path(run, f".{role}.parquet")
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, self.store.modes)
         return DataFile(
             role=role,
             relpath=self.store.relpath(path),
@@ -472,7 +474,8 @@ class StoreWriter:
 
     def _open_journal(self, first_event: str) -> None:
         self._claim_session()
-        self._journal = _open_private_append(self.store.journal_path(self.session.session_id))
+        journal = self.store.journal_path(self.session.session_id)
+        self._journal = _open_private_append(journal, self.store.modes)
         size = os.fstat(self._journal.fileno()).st_size
         if size == 0:
             if self._journal_begun:
@@ -509,7 +512,7 @@ class StoreWriter:
         if self._index is None:
             from .index import IndexWriter
 
-            self._index = IndexWriter(self.store.root, self.session.session_id)
+            self._index = IndexWriter(self.store.root, self.session.session_id, self.store.modes)
         try:
             self._index.commit(batch, self._index_clean_since, journal_end, self._index_restart)
             self._index_restart = False
@@ -522,8 +525,11 @@ class StoreWriter:
             self._index_clean_since = journal_end
 
 
-def _open_private_append(path: Path) -> IO[str]:
-    """Open for appending, creating the folders (0700) and the file (0600) for the user only."""
-    make_private_dirs(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+def _open_private_append(path: Path, modes: StoreModes) -> IO[str]:
+    """Open for appending, creating the folders (0700) and the file (0600) for the user only
+    (or as configured)."""
+    make_private_dirs(path.parent, modes)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, modes.file)
+    if not modes.private:
+        os.fchmod(fd, modes.file)
     return os.fdopen(fd, "a", encoding="utf-8")

@@ -147,6 +147,60 @@ class _Host:
         return HostSample(elapsed_s, 100.0, 2**20, 50.0, 2**30)
 
 
+_NVML_FAULTS = (
+    "NVML_ERROR_GPU_IS_LOST",
+    "NVML_ERROR_UNKNOWN",
+    "NVML_ERROR_TIMEOUT",
+    "NVML_ERROR_DRIVER_NOT_LOADED",
+    "NVML_ERROR_INSUFFICIENT_POWER",
+    "NVML_ERROR_NOT_SUPPORTED",
+    "NVML_ERROR_IRQ_ISSUE",
+)
+_QUERIES = (
+    "nvmlDeviceGetUtilizationRates",
+    "nvmlDeviceGetMemoryInfo",
+    "nvmlDeviceGetPowerUsage",
+    "nvmlDeviceGetTemperature",
+    "nvmlDeviceGetClockInfo",
+    "nvmlDeviceGetTotalEnergyConsumption",
+    "nvmlDeviceGetComputeRunningProcesses",
+)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_nvml_errors_at_random_points(
+    shell: Any, fake_gpus: FakeNvml, store_dir: Path, capsys: Any, seed: int
+) -> None:
+    """NVML failing at a random moment of a run, with a random error, for every query from
+    then on or for one query only: the cell's result is untouched, at most one line per GPU
+    problem, and the run is saved with what was read before (its document reads back)."""
+    import random
+
+    import pynvml
+
+    rng = random.Random(seed)
+    shell.run_cell("%load_ext jupyter_prov4ml")
+    code = getattr(pynvml, rng.choice(_NVML_FAULTS))
+    if rng.random() < 0.5:
+        fake_gpus.fail_after(rng.randrange(0, 120), code)
+    else:
+        fake_gpus.gpus[rng.randrange(2)].errors[rng.choice(_QUERIES)] = code
+    shell.user_ns["nvml"] = fake_gpus
+    result = shell.run_cell(
+        "%%provrun --no-graph --interval 0.02\nimport time\ntime.sleep(0.25)\nanswer = 42\n",
+        store_history=True,
+    )
+    assert result.success and shell.user_ns["answer"] == 42
+    shell.run_cell("pass", store_history=True)
+    assert shell._jupyter_prov4ml.writer.flush(timeout_s=30)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) <= 2, err
+    (run,) = [r for r in closed_runs(store_dir) if r["kind"] == "provrun"]
+    assert run["status"] == "ok"
+    assert any(r["device"] == "cpu" for r in run["energy"]["readings"])
+
+
 def test_sampler_rate_and_final_sample() -> None:
     """At 20 Hz for 0.5 s the sampler takes ~10 samples, with real timestamps, plus a final one
     when stopped."""

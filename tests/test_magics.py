@@ -273,6 +273,44 @@ def test_store_removed_under_us_is_begun_again(loaded: Any, store_dir: Path, cap
     assert not recover_store(ext.store), "the new lock is held: the session is alive"
 
 
+@pytest.mark.parametrize("where", ["begin", "end"])
+@pytest.mark.parametrize("body_fails", [False, True])
+def test_our_failure_around_a_provrun_body_never_changes_the_cell(
+    loaded: Any, store_dir: Path, capsys: Any, monkeypatch: Any, where: str, body_fails: bool
+) -> None:
+    """Our bug before the body (capture set-up) or after it (finishing the record): the body
+    runs once, its output and its own error (if any) reach the user unchanged, we say one
+    line, and the cell is still recorded: as a provrun with what was collected, or, when the
+    capture never started, as a plain cell."""
+    ext = extension_of(loaded)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError(f"injected bug in meter.{where}")
+
+    monkeypatch.setattr(ext.meter, where, broken)
+    tail = "1 / 0" if body_fails else "'done'"
+    result = loaded.run_cell(
+        f"%%provrun --no-graph --name hurt\nprint('ran')\nx = 5\n{tail}", store_history=True
+    )
+    assert loaded.user_ns["x"] == 5
+    captured = capsys.readouterr()
+    assert captured.out.splitlines().count("ran") == 1
+    if body_fails:
+        assert isinstance(result.error_in_exec, ZeroDivisionError)
+        assert "ZeroDivisionError" in captured.out  # IPython's own traceback, as usual
+    else:
+        assert result.success and "'done'" in captured.out
+    assert "Traceback" not in captured.err
+    assert captured.err.count(f"injected bug in meter.{where}") == 1
+    assert len(captured.err.splitlines()) == 1
+    ext.writer.flush()
+    (record,) = [r for r in closed_runs(store_dir) if "print('ran')" in r["cell"]["source"]]
+    assert record["status"] == ("failed" if body_fails else "ok")
+    assert record["kind"] == ("cell" if where == "begin" else "provrun")
+    if where == "end":
+        assert record["name"] == "hurt" and record["energy"] is None
+
+
 def test_our_hook_failure_never_breaks_the_cell(loaded: Any, capsys: Any, monkeypatch: Any) -> None:
     """An exception inside our own hook: the user's cell result is unchanged, one short line,
     no traceback, and recording switches off after repeated failures."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -407,3 +409,60 @@ def test_flush_returns_only_after_earlier_lines_are_on_disk(tmp_path: Path) -> N
         assert queued_first.run_id in seen["state"].closed  # type: ignore[attr-defined]
     finally:
         writer.close(timeout_s=30)
+
+
+def _modes_under(root: Path) -> dict[str, set[int]]:
+    found: dict[str, set[int]] = {"dirs": {stat.S_IMODE(root.stat().st_mode)}, "files": set()}
+    for path in root.rglob("*"):
+        found["dirs" if path.is_dir() else "files"].add(stat.S_IMODE(path.stat().st_mode))
+    return found
+
+
+def _record_everything(shell: Any) -> None:
+    """Plain cells, a %%provrun with metrics (data files, PROV document) and a listing
+    (the index): every kind of file the store holds."""
+    for cell in (
+        "%load_ext jupyter_prov4ml",
+        "a = 1",
+        "%%provrun --no-graph\nfrom jupyter_prov4ml import log_metric\nlog_metric('m', 1.0)",
+        "%prov list",
+    ):
+        assert shell.run_cell(cell, store_history=True).success
+    shell._jupyter_prov4ml.writer.flush()
+
+
+def test_whole_store_is_private_by_default(shell: Any, store_dir: Path) -> None:
+    """Every folder 0700 and every file 0600 (journal, lock, PROV, Parquet, index, -wal/-shm),
+    whatever the umask allows."""
+    old = os.umask(0o002)
+    try:
+        _record_everything(shell)
+    finally:
+        os.umask(old)
+    assert _modes_under(store_dir) == {"dirs": {0o700}, "files": {0o600}}
+
+
+def test_store_mode_shares_with_the_group_when_configured(
+    shell: Any, store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`JUPYTER_PROV4ML_STORE_MODE=770`: folders 0770 and files 0660 even under a umask that
+    would take the group's write bit away."""
+    monkeypatch.setenv("JUPYTER_PROV4ML_STORE_MODE", "770")
+    old = os.umask(0o027)
+    try:
+        _record_everything(shell)
+    finally:
+        os.umask(old)
+    modes = _modes_under(store_dir)
+    assert modes == {"dirs": {0o770}, "files": {0o660}}, modes
+
+
+@pytest.mark.parametrize("value", ["rwx", "640", "1777", "-1", "9"])
+def test_bad_store_mode_is_one_line_and_private(
+    shell: Any, store_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, value: str
+) -> None:
+    monkeypatch.setenv("JUPYTER_PROV4ML_STORE_MODE", value)
+    _record_everything(shell)
+    err = capsys.readouterr().err
+    assert err.count("JUPYTER_PROV4ML_STORE_MODE") == 1 and "Traceback" not in err
+    assert _modes_under(store_dir) == {"dirs": {0o700}, "files": {0o600}}
