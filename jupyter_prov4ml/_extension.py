@@ -93,7 +93,9 @@ class ProvExtension:
             environment=captured_environment(environ),
         )
         self.store = Store(
-            resolve_store_root(environ, Path.cwd()), _store_modes(environ, self.notices)
+            resolve_store_root(environ, Path.cwd()),
+            _store_modes(environ, self.notices),
+            self._store_damaged,
         )
         self.writer = StoreWriter(self.store, self.session, self.notices)
         self.recorder = Recorder(
@@ -154,10 +156,13 @@ class ProvExtension:
         self.meter = EnergyMeter(self.gpu, self.meter.rapl, config)
         self.recorder.energy_config = config
 
+    def _store_damaged(self, message: str) -> None:
+        self.notices.warn("store-damaged", message)
+
     def set_store(self, root: Path) -> None:
         """Switch to another store: what is pending goes to the old one first."""
         self.writer.close()
-        self.store = Store(root, self.store.modes)
+        self.store = Store(root, self.store.modes, self._store_damaged)
         self.writer = StoreWriter(self.store, self.session, self.notices)
         self.recorder.rebind(self.writer)
         self.writer.start()
@@ -172,7 +177,12 @@ class ProvExtension:
 
     def show_run(self, captured: CapturedRun, graph: bool) -> None:
         """Display a finished %%provrun: its summary, then (optionally) its graph."""
-        display(RunSummary(captured.run, captured.latest_metrics, captured.stale_inputs))
+        summary = RunSummary(captured.run, captured.latest_metrics, captured.stale_inputs)
+        try:
+            # Rendered here, not by IPython's formatter, which would print a traceback.
+            display({"text/plain": repr(summary), "text/html": summary._repr_html_()}, raw=True)
+        except Exception as error:  # noqa: BLE001 - the run is saved; only its summary is lost
+            self.notices.warn("summary", f"could not show the run's summary ({error!r})")
         if not graph:
             return
         try:
@@ -242,9 +252,10 @@ class ProvExtension:
     def metric_failed(self, name: Any, error: Exception) -> None:
         """One line per metric and kind of problem; our own bugs are one line too."""
         if isinstance(error, MetricError):
+            shown = _shown(name)
             self.notices.warn(
-                f"metric:{name!r:.60}:{error.problem}",
-                f"log_metric({name!r:.60}): {error}; point skipped",
+                f"metric:{shown}:{error.problem}",
+                f"log_metric({shown}): {error}; point skipped",
             )
         else:
             self.notices.warn("metric-bug", f"log_metric failed ({error!r}); point skipped")
@@ -256,14 +267,14 @@ class ProvExtension:
         try:
             capture.log_param(name, value)
         except Exception as error:  # noqa: BLE001 - see api_log_metric
-            self.notices.warn(f"param:{name!r:.60}", f"log_param: {error}; skipped")
+            self.notices.warn(f"param:{_shown(name)}", f"log_param: {error}; skipped")
 
     def api_track(self, iterable: Iterable[T], name: Any, total: Any) -> Iterator[T]:
         capture = self._capture_or_warn("track")
         if capture is None:
             return iter(iterable)
         if not isinstance(name, str) or not name or len(name) > 200:
-            self.notices.warn("track-name", f"track: bad loop name {name!r:.60}; using 'loop'")
+            self.notices.warn("track-name", f"track: bad loop name {_shown(name)}; using 'loop'")
             name = "loop"
         if total is not None and not isinstance(total, int):
             total = None
@@ -352,6 +363,14 @@ def _energy_config(environ: Mapping[str, str], notices: Notices) -> EnergyConfig
     except ValueError as error:
         notices.warn("energy-config", f"{error}; using the defaults")
         return EnergyConfig()
+
+
+def _shown(name: object) -> str:
+    """A user's name for a message: its repr, or its type when even that fails."""
+    try:
+        return f"{name!r:.60}"
+    except Exception:  # noqa: BLE001 - any object can reach the API
+        return f"<{type(name).__name__}>"
 
 
 def _store_modes(environ: Mapping[str, str], notices: Notices) -> StoreModes:

@@ -27,9 +27,13 @@ def _store(args: argparse.Namespace) -> Store:
     except ValueError as error:
         print(f"jupyter-prov4ml: {error}; the store stays private (0700)", file=sys.stderr)
         modes = PRIVATE
-    store = Store(root or resolve_store_root(os.environ, Path.cwd()), modes)
+    store = Store(root or resolve_store_root(os.environ, Path.cwd()), modes, _tell_damage)
     _recover(store)
     return store
+
+
+def _tell_damage(message: str) -> None:
+    print(f"jupyter-prov4ml: warning: {message}", file=sys.stderr)
 
 
 def _recover(store: Store) -> None:

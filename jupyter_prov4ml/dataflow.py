@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 DEFAULT_CELL_MAGICS: frozenset[str] = frozenset({"provrun", "time", "timeit", "capture", "prun"})
-# Parsing 1 MB of code takes about a second here and its AST ~150 MB: such a cell is data
-# pasted into a notebook, and not worth delaying the user's cell for (params.py has the same cap).
-MAX_SOURCE_CHARS = 1_000_000
+# A cell over 100 kB (some 2,500 lines) is data pasted into a notebook: analysing it would cost
+# ~0.3 s here (1 MB: ~3 s, and an AST of ~150 MB), not worth delaying the user's cell for.
+# params.py has the same cap.
+MAX_SOURCE_CHARS = 100_000
 
 # A line that starts with `%` or `!` is IPython syntax; a cell without one is parsed directly,
 # which skips IPython's transform (~4x the cost of parsing). Other IPython syntax (`x = !ls`,

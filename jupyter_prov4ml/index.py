@@ -228,30 +228,71 @@ def row_of_record(
     energy_j = None
     energy = run.get("energy")
     if energy and energy["readings"]:
-        energy_j = _finite(sum(float(r["energy_j"]) for r in energy["readings"]))
+        energy_j = _finite(sum(_energy_j(r["energy_j"]) for r in energy["readings"]))
     params = run.get("params")
-    started = float(run["started_at_unix_s"])
+    started = _number(run["started_at_unix_s"])
+    count = cell.get("execution_count")
+    if count is not None and (type(count) is not int or not _INT64_MIN <= count <= _INT64_MAX):
+        raise TypeError("an execution count is a 64-bit integer")
     return (
-        run_id,
+        _text(run_id),
         journal,
-        run["session_id"],
-        run["kind"],
-        run.get("name"),
-        cell["sha256"],
-        cell.get("cell_id"),
-        cell.get("execution_count"),
-        cell.get("notebook_path"),
-        run["status"],
-        run.get("error_type"),
+        _text(run["session_id"]),
+        _text(run["kind"]),
+        _text(run.get("name"), optional=True),
+        _text(cell["sha256"]),
+        _text(cell.get("cell_id"), optional=True),
+        count,
+        _text(cell.get("notebook_path"), optional=True),
+        _text(run["status"]),
+        _text(run.get("error_type"), optional=True),
         started,
         iso_utc(started),
-        float(run["wall_time_s"]),
-        float(run["cpu_time_s"]),
+        _number(run["wall_time_s"]),
+        _number(run["cpu_time_s"]),
         energy_j,
         json.dumps({p["name"]: p["value"] for p in params}) if params else None,
-        prov_path,
-        record_json,
+        _text(prov_path, optional=True),
+        _text(record_json),
     )
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# The numbers of a record are times a date can hold (years 1 to 9999), or durations and
+# energies far smaller: beyond this range a record is not ours.
+_UNIX_S_RANGE = (-62_135_596_800.0, 253_402_300_799.0)
+_NON_FINITE = ("nan", "inf", "-inf")  # how the journal writes them (strict JSON)
+
+
+def _number(value: Any) -> float:
+    """A finite number of a record (not text, not bool); ValueError/TypeError otherwise."""
+    if type(value) not in (int, float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    number = float(value)
+    if not _UNIX_S_RANGE[0] <= number <= _UNIX_S_RANGE[1]:
+        raise ValueError("a number out of any record's range")
+    return number
+
+
+def _energy_j(value: Any) -> float:
+    """An energy figure: a number, or a non-finite one as the journal writes it."""
+    if value in _NON_FINITE:
+        return float(value)
+    return _number(value)
+
+
+def _text(value: Any, optional: bool = False) -> Any:
+    """A text column: SQLite needs valid UTF-8, so a lone surrogate (a path decoded with
+    surrogateescape) is kept as its `\\udcxx` escape rather than losing the record."""
+    if value is None and optional:
+        return None
+    if type(value) is not str:
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _validated_row(journal: str, entry: dict[str, Any], line: str) -> tuple[Any, ...]:
@@ -271,10 +312,23 @@ def _validated_row(journal: str, entry: dict[str, Any], line: str) -> tuple[Any,
     return row_of_record(journal, run, prov_path, line)
 
 
-def _upsert(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Rows as `row_of_record` makes them: the listed columns, then the full record."""
-    connection.executemany(_UPSERT_RUN, (row[:-1] for row in rows))
-    connection.executemany(_UPSERT_RECORD, ((row[0], row[-1]) for row in rows))
+def _upsert(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Rows as `row_of_record` makes them: the listed columns, then the full record. A row
+    SQLite refuses is skipped, not the batch; returns how many were."""
+    try:
+        connection.executemany(_UPSERT_RUN, (row[:-1] for row in rows))
+        connection.executemany(_UPSERT_RECORD, ((row[0], row[-1]) for row in rows))
+        return 0
+    except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError, ValueError):
+        pass
+    refused = 0
+    for row in rows:  # the slow way, only after a refusal: upserts are idempotent
+        try:
+            connection.execute(_UPSERT_RUN, row[:-1])
+            connection.execute(_UPSERT_RECORD, (row[0], row[-1]))
+        except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError, ValueError):
+            refused += 1
+    return refused
 
 
 def _forget_journal(connection: sqlite3.Connection, journal: str) -> None:
@@ -486,7 +540,14 @@ class RunIndex:
                 elif event == "session":
                     session_from_dict(entry["session"])
                     session_json = json.dumps(entry["session"])
-            except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
+            except (
+                ValueError,
+                KeyError,
+                TypeError,
+                RecursionError,
+                AttributeError,
+                OverflowError,
+            ):
                 stats.bad_lines += 1
         connection.execute(
             "INSERT INTO sessions (journal, session_json, journal_offset) VALUES (?, ?, ?) "
@@ -494,7 +555,7 @@ class RunIndex:
             "session_json = COALESCE(excluded.session_json, sessions.session_json)",
             (journal, session_json, start + complete),
         )
-        _upsert(connection, rows)
+        stats.bad_lines += _upsert(connection, rows)
         connection.executemany(_SET_DOCUMENT, documents)
 
     # -- answering ------------------------------------------------------------------------
@@ -616,7 +677,7 @@ class IndexBatch:
     ) -> None:
         try:
             self.rows.append(row_of_record(journal, run, prov_path, line.rstrip("\n")))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             self.complete = False
 
     def add_document(self, path: str, run_ids: Iterable[str]) -> None:

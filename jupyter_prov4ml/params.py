@@ -12,7 +12,7 @@ from .records import Param, ParamValue
 from .redaction import redact_value
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-_MAX_SOURCE_CHARS = 1_000_000
+_MAX_SOURCE_CHARS = 100_000  # as dataflow.MAX_SOURCE_CHARS: past it, a cell is data
 MAX_STRING_CHARS = 1_000
 # About 1,000 decimal digits, like MAX_STRING_CHARS (past 4,300 Python refuses to print one).
 _MAX_INT_BITS = 3_300

@@ -82,9 +82,16 @@ class StoredRun:
 class Store:
     """Paths and file operations of one store directory."""
 
-    def __init__(self, root: Path, modes: StoreModes = PRIVATE) -> None:
+    def __init__(
+        self,
+        root: Path,
+        modes: StoreModes = PRIVATE,
+        on_damage: Callable[[str], None] | None = None,
+    ) -> None:
         self.root = root
         self.modes = modes
+        # Told (one line) when reading skipped damaged journal lines; what is valid is kept.
+        self.on_damage = on_damage
 
     @property
     def sessions_dir(self) -> Path:
@@ -162,10 +169,13 @@ class Store:
         for attempt in range(2):
             index = RunIndex.open(self.root, self.modes.file)
             try:
-                index.refresh()
+                self._report(index.refresh().bad_lines)
                 return answer(index)
-            except sqlite3.Error as error:
-                if attempt == 0 and is_corrupt(error) and not index.in_memory:
+            # Values no writer of ours stores (text where a number belongs, a params column
+            # that is not a JSON object): the index was damaged; it is rebuilt like a corrupt one.
+            except (sqlite3.Error, ValueError, TypeError, AttributeError) as error:
+                damaged = not isinstance(error, sqlite3.Error) or is_corrupt(error)
+                if attempt == 0 and damaged and not index.in_memory:
                     index.close()
                     discard_index_file(index_path(self.root), None)
                     continue
@@ -173,24 +183,31 @@ class Store:
                 index.close()
             break
         with RunIndex.in_memory_index(self.root) as fallback:
-            fallback.refresh()
+            self._report(fallback.refresh().bad_lines)
             return answer(fallback)
 
+    def _report(self, bad_lines: int) -> None:
+        if bad_lines and self.on_damage is not None:
+            self.on_damage(
+                f"skipped {bad_lines} damaged journal line(s) in {self.root}; "
+                "every valid run is still listed"
+            )
+
     def _decode(self, records: Iterable[StoredRecord]) -> list[StoredRun]:
-        sessions: dict[str, SessionInfo | None] = {}
+        sessions: dict[str | None, SessionInfo | None] = {}
         found: list[StoredRun] = []
         for record in records:
             try:
                 run = run_from_dict(json.loads(record.record_json)["run"])
-                session_json = record.session_json
-                if session_json is None:
-                    session = None
-                elif session_json in sessions:
-                    session = sessions[session_json]
-                else:
-                    session = sessions[session_json] = session_from_dict(json.loads(session_json))
             except (ValueError, KeyError, TypeError, RecursionError):
                 continue
+            session_json = record.session_json
+            if session_json not in sessions:
+                try:
+                    sessions[session_json] = session_from_dict(json.loads(session_json or ""))
+                except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
+                    sessions[session_json] = None  # the run is still the run without it
+            session = sessions[session_json]
             prov = self.root / record.prov_path if record.prov_path else None
             found.append(StoredRun(run, session, prov))
         return found

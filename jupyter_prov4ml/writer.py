@@ -477,6 +477,11 @@ class StoreWriter:
         journal = self.store.journal_path(self.session.session_id)
         self._journal = _open_private_append(journal, self.store.modes)
         size = os.fstat(self._journal.fileno()).st_size
+        if size and os.pread(self._journal.fileno(), 1, size - 1) != b"\n":
+            # A writer died mid-line (recovery resumes such journals): end that line, or the
+            # next one would be glued to it and both lost.
+            self._journal.write("\n")
+            size += 1
         if size == 0:
             if self._journal_begun:
                 # Ours was removed under us: the index forgets what it held of the old file.
@@ -529,7 +534,7 @@ def _open_private_append(path: Path, modes: StoreModes) -> IO[str]:
     """Open for appending, creating the folders (0700) and the file (0600) for the user only
     (or as configured)."""
     make_private_dirs(path.parent, modes)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, modes.file)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, modes.file)
     if not modes.private:
         os.fchmod(fd, modes.file)
     return os.fdopen(fd, "a", encoding="utf-8")

@@ -353,3 +353,15 @@ def test_a_failing_checkpointer_costs_one_line_and_nothing_else(
     extension_of(loaded).writer.flush()
     (run,) = [r for r in closed_runs(store_dir) if r["kind"] == "provrun"]
     assert run["status"] == "ok" and run["hardware"]["sample_count"] > 5
+
+
+def test_recovery_ends_a_line_the_dead_kernel_left_half_written(tmp_path: Path) -> None:
+    """Killed mid-write, a journal ends without a newline: the recovered close line starts on
+    a line of its own (the half line is skipped as damaged, nothing else)."""
+    store = Store(tmp_path / "store")
+    _abandoned_session(store, "torn", runs=1)
+    with store.journal_path("torn").open("a") as journal:
+        journal.write('{"event":"progress","run_id":"torn-run0","at_unix_s":1')
+    (run,) = recover_store(store).runs
+    state = read_journal(store.journal_path("torn"), with_progress=True)
+    assert list(state.closed) == [run.run_id] and state.bad_lines == 1

@@ -447,7 +447,7 @@ def test_invalid_escape_warnings_are_not_repeated() -> None:
 
 
 def test_megabyte_cell_is_refused_quickly() -> None:
-    """A cell over MAX_SOURCE_CHARS (1 MB of pasted data) is not parsed: None, at once."""
+    """A cell over MAX_SOURCE_CHARS (pasted data, here 1 MB) is not parsed: None, at once."""
     source = "data = [" + ", ".join(["123456"] * 150_000) + "]\n"
     assert len(source) > MAX_SOURCE_CHARS
     started = time.perf_counter()
@@ -456,17 +456,17 @@ def test_megabyte_cell_is_refused_quickly() -> None:
 
 
 def test_large_cell_under_the_cap_is_analysed_in_bounded_time() -> None:
-    """A cell of ~0.9 MB of code is analysed completely, within seconds."""
+    """A cell just under the cap (~90 kB of code) is analysed completely, within 2 s."""
     line = "row_{0} = compute(weights[{0}], bias, scale=0.5)  # generated\n"
-    source = "".join(line.format(index) for index in range(13_000))
+    source = "".join(line.format(index) for index in range(1_300))
     assert 0.7 * MAX_SOURCE_CHARS < len(source) < MAX_SOURCE_CHARS
     started = time.perf_counter()
     flow = analyze(source)
     elapsed = time.perf_counter() - started
     assert flow is not None
     assert flow.reads == {"compute", "weights", "bias"}
-    assert len(flow.binds) == 13_000
-    assert elapsed < 10
+    assert len(flow.binds) == 1_300
+    assert elapsed < 2
 
 
 def test_long_flat_expression_is_walked_without_recursion() -> None:

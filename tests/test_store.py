@@ -466,3 +466,39 @@ def test_bad_store_mode_is_one_line_and_private(
     err = capsys.readouterr().err
     assert err.count("JUPYTER_PROV4ML_STORE_MODE") == 1 and "Traceback" not in err
     assert _modes_under(store_dir) == {"dirs": {0o700}, "files": {0o600}}
+
+
+def test_damaged_journal_lines_are_skipped_with_one_warning(
+    shell: Any, store_dir: Path, capsys: Any
+) -> None:
+    """Garbage and a truncated line in a journal: `%prov list` and the CLI list every valid
+    run and say, in one line, that damaged lines were skipped."""
+    from jupyter_prov4ml.cli import main
+
+    _record_everything(shell)
+    shell.run_line_magic("unload_ext", "jupyter_prov4ml")  # a session that has ended
+    capsys.readouterr()
+    (journal,) = store_dir.glob("sessions/*/journal.jsonl")
+    with journal.open("a") as handle:
+        handle.write('{"event":"close","run":{"run_id": 7}}\n\x00\xff garbage\n{"event":"clo\n')
+    valid = {r["run_id"] for r in journal_events_of(journal) if r}
+    shell.run_cell("%load_ext jupyter_prov4ml")
+    shell.run_cell("%prov list --all", store_history=True)
+    err = capsys.readouterr().err
+    assert err.count("damaged journal line") == 1 and "Traceback" not in err
+    assert main(["list", "--store", str(store_dir), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert {run["run_id"] for run in json.loads(captured.out)} >= valid
+    assert "Traceback" not in captured.err
+
+
+def journal_events_of(journal: Path) -> list[str]:
+    runs = []
+    for line in journal.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "close" and isinstance(entry["run"].get("run_id"), str):
+            runs.append({"run_id": entry["run"]["run_id"]})
+    return runs
