@@ -365,3 +365,38 @@ def test_recovery_ends_a_line_the_dead_kernel_left_half_written(tmp_path: Path) 
     (run,) = recover_store(store).runs
     state = read_journal(store.journal_path("torn"), with_progress=True)
     assert list(state.closed) == [run.run_id] and state.bad_lines == 1
+
+
+@pytest.mark.kernel
+def test_kernel_interrupt_mid_provrun_saves_an_interrupted_run(
+    tmp_path: Path, kernels: Any
+) -> None:
+    """The front end's interrupt (SIGINT to a real kernel) during a training loop: the cell
+    ends with KeyboardInterrupt as usual, and the run is saved as `interrupted` with its
+    parameters, samples and every metric point logged before the interrupt."""
+    store = tmp_path / "store"
+    kernel = kernels(store)
+    kernel.execute("import time\n%load_ext jupyter_prov4ml")
+    msg_id = kernel.client.execute(TRAINING_CELL.replace("doomed", "stopped"))
+    deadline = time.monotonic() + 60
+    while _progress_lines(store) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    kernel.manager.interrupt_kernel()
+    while True:
+        reply = kernel.client.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    kernel.execute("get_ipython()._jupyter_prov4ml.writer.flush()")
+    (record,) = [r for r in closed_runs(store) if r["kind"] == "provrun"]
+    assert record["status"] == "interrupted" and record["name"] == "stopped"
+    assert {p["name"] for p in record["params"]} >= {"lr", "epochs", "optimizer"}
+    (metric,) = record["metrics"]
+    files = {f["role"]: store / f["relpath"] for f in record["data_files"]}
+    steps = pq.read_table(files["metrics"]).column("step").to_pylist()
+    assert metric["count"] == len(steps) >= 100 and steps == list(range(len(steps)))
+    assert record["hardware"]["sample_count"] > 10
+    # The kernel is still alive and recording.
+    assert kernel.execute("after = 1")
+    assert not recover_store(Store(store)), "an interrupted kernel is not a dead one"
