@@ -168,7 +168,8 @@ class Progress:
         if metrics and self.metrics is None:
             raise ValueError("metric points before the metrics clock origin")
         if samples is not None:
-            _extend_samples(self.samples, *samples)
+            factor, columns = samples
+            self.samples.extend(columns, factor)
         for name, context, steps, values, times in metrics:
             assert self.metrics is not None
             series = self.metrics.series.get((name, context))
@@ -203,17 +204,3 @@ def _decoded_metric(
     if not len(steps) == len(values) == len(times):
         raise ValueError("metric columns of a checkpoint differ in length")
     return name, context, steps, values, times
-
-
-def _extend_samples(target: SampleColumns, factor: int, chunk: dict[str, array[Any]]) -> None:
-    """Append a chunk's rows, padding columns that one side lacks with NaN (as sampling does)."""
-    length, added = len(target), len(chunk["elapsed_s"])
-    for name, values in chunk.items():
-        column = target.columns.get(name)
-        if column is None:
-            column = target.columns[name] = [math.nan] * length
-        column.extend(values)
-    for column in target.columns.values():
-        if len(column) == length:
-            column.extend([math.nan] * added)
-    target.downsample_factor = max(target.downsample_factor, factor)

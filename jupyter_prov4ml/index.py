@@ -253,7 +253,7 @@ def row_of_record(
         energy_j,
         json.dumps({p["name"]: p["value"] for p in params}) if params else None,
         _text(prov_path, optional=True),
-        _text(record_json),
+        record_json,  # a journal line: json.dumps wrote it as ASCII
     )
 
 

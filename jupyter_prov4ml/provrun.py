@@ -12,7 +12,7 @@ from .checkpoint import Checkpointer
 from .metrics import MetricsFile
 from .params import literal_assignments, merge_params
 from .recorder import OpenWindow, link_fields, result_error, status_of
-from .records import CellRun, Param
+from .records import CellRun, Param, Status
 from .sampling import DEFAULT_INTERVAL_S, HardwareSamplesFile, Sampler
 from .widgets import LiveMonitor, live_view_supported
 
@@ -162,17 +162,14 @@ def _finish(
         capture,
         StepContext(samples, sampler.t0_ns, len(ext.gpu.devices), ext.meter.config),
     )
-    status, error_type = status_of(error)
-    count = getattr(outer, "execution_count", None) or ext.shell.execution_count
-    links = ext.recorder.link(window, count, status == "ok")
-    run = ext.recorder.close(
+    outcome = _Outcome.of(ext, error, outer)
+    links = ext.recorder.link(window, outcome.execution_count, outcome.status == "ok")
+    run = _close(
+        ext,
+        options,
         window,
-        "provrun",
-        status,
-        error_type,
-        count,
-        name=options.name,
-        params=merge_params(list(capturing.params), capture.params),
+        capturing,
+        outcome,
         hardware=samples.summary(sampler.interval_s),
         energy=energy,
         steps=steps.documented,
@@ -190,6 +187,42 @@ def _finish(
     return CapturedRun(run, future, latest, stale)
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How the body ended, as the record states it."""
+
+    status: Status
+    error_type: str | None
+    execution_count: int | None
+
+    @classmethod
+    def of(cls, ext: ProvExtension, error: BaseException | None, outer: Any) -> _Outcome:
+        status, error_type = status_of(error)
+        count = getattr(outer, "execution_count", None) or ext.shell.execution_count
+        return cls(status, error_type, count)
+
+
+def _close(
+    ext: ProvExtension,
+    options: ProvrunOptions,
+    window: OpenWindow,
+    capturing: _Capturing,
+    outcome: _Outcome,
+    **details: Any,
+) -> CellRun:
+    """The run's record (closing its window), with `details` beyond status and parameters."""
+    return ext.recorder.close(
+        window,
+        "provrun",
+        outcome.status,
+        outcome.error_type,
+        outcome.execution_count,
+        name=options.name,
+        params=merge_params(list(capturing.params), capturing.capture.params),
+        **details,
+    )
+
+
 def _finish_plainly(
     ext: ProvExtension,
     options: ProvrunOptions,
@@ -202,17 +235,7 @@ def _finish_plainly(
     parameters, samples and metrics as far as they go."""
     try:
         capturing.sampler.stop()
-        status, error_type = status_of(error)
-        count = getattr(outer, "execution_count", None) or ext.shell.execution_count
-        run = ext.recorder.close(
-            window,
-            "provrun",
-            status,
-            error_type,
-            count,
-            name=options.name,
-            params=merge_params(list(capturing.params), capturing.capture.params),
-        )
+        run = _close(ext, options, window, capturing, _Outcome.of(ext, error, outer))
         files: list[SeriesFile] = [
             HardwareSamplesFile(capturing.sampler.samples),
             MetricsFile(capturing.capture.metrics),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,6 +100,20 @@ class SampleColumns:
             for name in self.columns:
                 self.columns[name] = self.columns[name][::2]
             self.downsample_factor *= 2
+
+    def extend(self, chunk: Mapping[str, Sequence[float]], downsample_factor: int) -> None:
+        """Append rows as they are (no thinning): columns one side lacks are NaN-padded, as
+        in `append`. For samples read back from a journal."""
+        length, added = len(self), len(chunk["elapsed_s"])
+        for name, values in chunk.items():
+            column = self.columns.get(name)
+            if column is None:
+                column = self.columns[name] = [math.nan] * length
+            column.extend(values)
+        for column in self.columns.values():
+            if len(column) == length:
+                column.extend([math.nan] * added)
+        self.downsample_factor = max(self.downsample_factor, downsample_factor)
 
     def copy(self) -> SampleColumns:
         twin = SampleColumns(self.capacity)
