@@ -474,10 +474,10 @@ class StoreWriter:
 
     def _open_journal(self, first_event: str) -> None:
         self._claim_session()
-        journal = self.store.journal_path(self.session.session_id)
-        self._journal = _open_private_append(journal, self.store.modes)
+        path = self.store.journal_path(self.session.session_id)
+        self._journal = _open_private_append(path, self.store.modes)
         size = os.fstat(self._journal.fileno()).st_size
-        if size and os.pread(self._journal.fileno(), 1, size - 1) != b"\n":
+        if size and _last_byte(path) != b"\n":
             # A writer died mid-line (recovery resumes such journals): end that line, or the
             # next one would be glued to it and both lost.
             self._journal.write("\n")
@@ -534,7 +534,13 @@ def _open_private_append(path: Path, modes: StoreModes) -> IO[str]:
     """Open for appending, creating the folders (0700) and the file (0600) for the user only
     (or as configured)."""
     make_private_dirs(path.parent, modes)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, modes.file)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, modes.file)
     if not modes.private:
         os.fchmod(fd, modes.file)
     return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as journal:
+        journal.seek(-1, os.SEEK_END)
+        return journal.read(1)
