@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .graph import DotUnavailable
+from .notices import brief
 from .store import PRIVATE, Store, StoredRun, resolve_store_modes, resolve_store_root
 
 EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg", "metrics-csv", "rocrate")
@@ -204,18 +205,13 @@ def _document(stored: StoredRun) -> Any:
     try:
         document = provmodel.run_document(stored.run, stored.session)
     except Exception:  # noqa: BLE001 - the record itself is damaged too
-        raise RunError(f"run {stored.run.run_id} cannot be exported ({_reason(failure)})") from None
+        raise RunError(f"run {stored.run.run_id} cannot be exported ({brief(failure)})") from None
     print(
-        f"jupyter-prov4ml: warning: {stored.prov_path} cannot be read ({_reason(failure)}); "
+        f"jupyter-prov4ml: warning: {stored.prov_path} cannot be read ({brief(failure)}); "
         "exported from the run's journal record instead",
         file=sys.stderr,
     )
     return document
-
-
-def _reason(error: Exception) -> str:
-    """An error in a few words on one line (a JSON error's repr holds the whole document)."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:160]
 
 
 def _export_rocrate(args: argparse.Namespace, store: Store, stored: StoredRun) -> int:

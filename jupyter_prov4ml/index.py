@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from .journal import run_from_dict, session_from_dict
 from .records import CellRef, CellRun, ParamValue
-from .store import PRIVATE, StoreModes
+from .store import PRIVATE, StoreModes, open_store_file
 
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = "3"
@@ -346,7 +346,7 @@ def _finite(value: float | None) -> float | None:
 # -- connections -----------------------------------------------------------------------------
 
 
-def _connect(path: Path | None, file_mode: int = 0o600) -> sqlite3.Connection:
+def _connect(path: Path | None, modes: StoreModes = PRIVATE) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, with a busy timeout."""
     if path is None:
         connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
@@ -355,9 +355,7 @@ def _connect(path: Path | None, file_mode: int = 0o600) -> sqlite3.Connection:
             # Created 0600 like every other file of the store; SQLite gives its -wal and -shm
             # files the same permissions.
             with contextlib.suppress(FileExistsError):
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, file_mode)
-                os.fchmod(fd, file_mode)  # not narrowed by the umask: a shared store stays so
-                os.close(fd)
+                os.close(open_store_file(path, os.O_RDWR | os.O_EXCL, modes))
         connection = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
@@ -446,19 +444,19 @@ class RunIndex:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, store_root: Path, file_mode: int = 0o600) -> RunIndex:
+    def open(cls, store_root: Path, modes: StoreModes = PRIVATE) -> RunIndex:
         """The store's index file, recreated if it is not a database; an in-memory index if
         it cannot be opened for writing here."""
         path = index_path(store_root)
         inode = _inode(path)
         try:
-            return cls(store_root, _connect(path, file_mode), in_memory=False)
+            return cls(store_root, _connect(path, modes), in_memory=False)
         except sqlite3.Error as error:
             if not is_corrupt(error):
                 return cls.in_memory_index(store_root)
         discard_index_file(path, inode)
         try:
-            index = cls(store_root, _connect(path, file_mode), in_memory=False)
+            index = cls(store_root, _connect(path, modes), in_memory=False)
         except sqlite3.Error:
             return cls.in_memory_index(store_root)
         return index
@@ -743,7 +741,7 @@ class IndexWriter:
         if self._connection is None:
             if not self.path.parent.is_dir():
                 raise FileNotFoundError(self.path.parent)
-            self._connection = _connect(self.path, self.modes.file)
+            self._connection = _connect(self.path, self.modes)
             self._inode = _inode(self.path)
         return self._connection
 

@@ -11,6 +11,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .notices import brief
 from .params import ParamError, parse_param_option
 from .provrun import ProvrunOptions, run_captured
 
@@ -163,8 +164,10 @@ class ProvMagics(Magics):
             # What the store holds may be damaged (a truncated PROV document, a record edited
             # by hand): say so in one line rather than with a traceback in the notebook.
             except Exception as error:  # noqa: BLE001
-                reason = f"{type(error).__name__}: {' '.join(str(error).split())}"[:160]
-                print(f"jupyter_prov4ml: cannot show run {args.args[0]}: {reason}", file=sys.stderr)
+                print(
+                    f"jupyter_prov4ml: cannot show run {args.args[0]}: {brief(error)}",
+                    file=sys.stderr,
+                )
         elif args.command == "stale":
             return ext.stale_report()
         elif args.command == "graph":

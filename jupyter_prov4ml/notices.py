@@ -12,6 +12,11 @@ from collections import deque
 from typing import TextIO
 
 
+def brief(error: BaseException) -> str:
+    """An error in a few words on one line (a JSON error's repr can hold a whole document)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:160]
+
+
 class Notices:
     """A thread-safe queue of one-line warnings, each key reported once until `reset(key)`."""
 

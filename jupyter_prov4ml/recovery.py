@@ -25,7 +25,7 @@ from .journal import read_journal
 from .notices import Notices
 from .records import CellRef, CellRun, HardwareSummary, Param, RunKind, SessionInfo
 from .redaction import redact_source
-from .store import PRIVATE, Store, StoreModes, make_private_dirs
+from .store import PRIVATE, Store, StoreModes, make_private_dirs, open_store_file
 
 try:
     import fcntl
@@ -51,7 +51,7 @@ class SessionLock:
         make_private_dirs(session_dir, modes)
         path = session_dir / LOCK_NAME
         while True:
-            handle = _open_lock_file(path, create=True, mode=modes.file)
+            handle = os.fdopen(open_store_file(path, os.O_RDWR, modes), "r+b")
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             # A recoverer may have removed the file between our open and our lock: lock the
             # file that is there now, or nobody could tell this session is alive.
@@ -66,7 +66,7 @@ class SessionLock:
             return None
         path = session_dir / LOCK_NAME
         try:
-            handle = _open_lock_file(path, create=False)
+            handle = os.fdopen(os.open(path, os.O_RDWR), "r+b")
         except OSError:
             return None
         try:
@@ -84,14 +84,6 @@ class SessionLock:
             with contextlib.suppress(OSError):
                 self.path.unlink()
         self._handle.close()
-
-
-def _open_lock_file(path: Path, create: bool, mode: int = 0o600) -> IO[bytes]:
-    flags = os.O_RDWR | (os.O_CREAT if create else 0)
-    fd = os.open(path, flags, mode)
-    if create and mode != 0o600:
-        os.fchmod(fd, mode)  # not narrowed by the umask: a shared store stays so
-    return os.fdopen(fd, "r+b")
 
 
 def _same_file(handle: IO[bytes], path: Path) -> bool:

@@ -87,23 +87,15 @@ class SampleColumns:
         self._seen += 1
         if (self._seen - 1) % self.downsample_factor:
             return
-        length = len(self)
-        for name, value in values.items():
-            column = self.columns.get(name)
-            if column is None:
-                column = self.columns[name] = [math.nan] * length
-            column.append(value)
-        for column in self.columns.values():
-            if len(column) == length:
-                column.append(math.nan)
+        self.extend({name: (value,) for name, value in values.items()}, self.downsample_factor)
         if len(self) >= self.capacity:
             for name in self.columns:
                 self.columns[name] = self.columns[name][::2]
             self.downsample_factor *= 2
 
     def extend(self, chunk: Mapping[str, Sequence[float]], downsample_factor: int) -> None:
-        """Append rows as they are (no thinning): columns one side lacks are NaN-padded, as
-        in `append`. For samples read back from a journal."""
+        """Append rows as they are (no thinning; `append` thins): a column one side lacks is
+        NaN-padded, so every column stays aligned with `elapsed_s`."""
         length, added = len(self), len(chunk["elapsed_s"])
         for name, values in chunk.items():
             column = self.columns.get(name)

@@ -167,7 +167,7 @@ class Store:
             with RunIndex.in_memory_index(self.root) as empty:
                 return answer(empty)
         for attempt in range(2):
-            index = RunIndex.open(self.root, self.modes.file)
+            index = RunIndex.open(self.root, self.modes)
             try:
                 self._report(index.refresh().bad_lines)
                 return answer(index)
@@ -230,6 +230,15 @@ def atomic_write_bytes(path: Path, data: bytes, modes: StoreModes = PRIVATE) -> 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def open_store_file(path: Path, flags: int, modes: StoreModes = PRIVATE) -> int:
+    """`os.open` with O_CREAT: a new file gets the store's file mode, which the umask may not
+    narrow (a store shared with the group stays shared)."""
+    fd = os.open(path, flags | os.O_CREAT, modes.file)
+    if not modes.private:
+        os.fchmod(fd, modes.file)
+    return fd
 
 
 def make_private_dirs(path: Path, modes: StoreModes = PRIVATE) -> None:

@@ -27,7 +27,7 @@ from .notices import Notices
 from .recorder import ClosedCell, OpenWindow, build_run, link_fields, links_payload
 from .records import CellRun, DataFile, SessionInfo
 from .redaction import redact_source
-from .store import Store, StoreModes, atomic_write_bytes, make_private_dirs
+from .store import Store, StoreModes, atomic_write_bytes, make_private_dirs, open_store_file
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -534,9 +534,7 @@ def _open_private_append(path: Path, modes: StoreModes) -> IO[str]:
     """Open for appending, creating the folders (0700) and the file (0600) for the user only
     (or as configured)."""
     make_private_dirs(path.parent, modes)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, modes.file)
-    if not modes.private:
-        os.fchmod(fd, modes.file)
+    fd = open_store_file(path, os.O_WRONLY | os.O_APPEND, modes)
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
