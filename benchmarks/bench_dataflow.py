@@ -1,4 +1,4 @@
-"""Cost of the static dataflow analysis (`jupyter_prov4ml.dataflow`), against the parse it
+"""Cost of the static dataflow analysis (`jupyter_prov4ml.lineage.dataflow`), against the parse it
 cannot avoid (`ast.parse` of the same source), interleaved in the same run.
 
 Proves, or not: (1) the first analysis of a realistic 200-line training cell takes <= 2 ms;
@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import Result, checked, interleave, median, print_report
 from IPython.core.inputtransformer2 import TransformerManager
 
-from jupyter_prov4ml.dataflow import MAX_SOURCE_CHARS, DataflowCache
 from jupyter_prov4ml.identity import source_sha256
+from jupyter_prov4ml.lineage.dataflow import MAX_SOURCE_CHARS, DataflowCache
 
 FIRST_TARGET_MS = 2.0
 HIT_TARGET_US = 2.0

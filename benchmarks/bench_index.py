@@ -59,7 +59,7 @@ def _session(session_id: str) -> Any:
 
 
 def _cell(session_id: str, n: int) -> Any:
-    from jupyter_prov4ml.recorder import ClosedCell, OpenWindow
+    from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow
 
     source = f"loss_{n} = train_step(batch_{n})\nprint(loss_{n})\n"
     window = OpenWindow(
@@ -70,7 +70,7 @@ def _cell(session_id: str, n: int) -> Any:
 
 
 def _full_run(session_id: str, n: int) -> Any:
-    from jupyter_prov4ml.energy import EnergyReading
+    from jupyter_prov4ml.hardware.energy import EnergyReading
     from jupyter_prov4ml.records import CellRef, CellRun, EnergyLedger, Param
 
     return CellRun(
@@ -92,8 +92,8 @@ def _full_run(session_id: str, n: int) -> Any:
 def write_store(root: Path) -> float:
     """10,000 runs written by real store writers, one per kernel session; seconds taken."""
     from jupyter_prov4ml.notices import Notices
-    from jupyter_prov4ml.store import Store
-    from jupyter_prov4ml.writer import StoreWriter
+    from jupyter_prov4ml.store.layout import Store
+    from jupyter_prov4ml.store.writer import StoreWriter
 
     started = time.perf_counter()
     for k in range(SESSIONS):
@@ -118,16 +118,16 @@ def drop_index(root: Path) -> None:
 
 def list_path(root: Path) -> str:
     """What `jupyter-prov4ml list` does: query the index, make rows, print a table."""
-    from jupyter_prov4ml.listing import RunTable, run_row
-    from jupyter_prov4ml.store import Store
+    from jupyter_prov4ml.store.layout import Store
+    from jupyter_prov4ml.views.run_table import RunTable, run_row
 
     return repr(RunTable([run_row(run) for run in Store(root).query()]))
 
 
 def journal_scan(root: Path) -> str:
     """The baseline: read every journal in full and sort (the store before the index)."""
-    from jupyter_prov4ml.listing import RunTable, run_row
-    from jupyter_prov4ml.store import Store, StoredRun
+    from jupyter_prov4ml.store.layout import Store, StoredRun
+    from jupyter_prov4ml.views.run_table import RunTable, run_row
 
     store = Store(root)
     found = []
@@ -149,7 +149,7 @@ def timed(action: Callable[[], object]) -> float:
 
 def append_unindexed_runs(root: Path, count: int, first: int) -> None:
     """Journal lines a killed kernel left behind: never indexed by their writer."""
-    from jupyter_prov4ml.journal import encode_line, run_to_dict
+    from jupyter_prov4ml.store.journal import encode_line, run_to_dict
 
     journal = next(root.glob("sessions/*/journal.jsonl"))
     session_id = journal.parent.name
@@ -162,7 +162,7 @@ def append_unindexed_runs(root: Path, count: int, first: int) -> None:
 @contextlib.contextmanager
 def index_writes_disabled() -> Iterator[None]:
     """The writer with its index commits skipped: the baseline of what indexing costs it."""
-    from jupyter_prov4ml import index
+    from jupyter_prov4ml.store import index
 
     original = index.IndexWriter.commit
     index.IndexWriter.commit = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
@@ -175,8 +175,8 @@ def index_writes_disabled() -> Iterator[None]:
 def writer_cost_per_cell(tmp: Path) -> tuple[float, float]:
     """Seconds per plain cell for a writer to journal (and index) 1,500 queued cells."""
     from jupyter_prov4ml.notices import Notices
-    from jupyter_prov4ml.store import Store
-    from jupyter_prov4ml.writer import StoreWriter
+    from jupyter_prov4ml.store.layout import Store
+    from jupyter_prov4ml.store.writer import StoreWriter
 
     cells = 1_500  # under CELLS_PER_DOCUMENT: no PROV document in the timed drain
     counter = iter(range(10**6))
@@ -225,7 +225,7 @@ def prov_list_in_a_shell(root: Path) -> tuple[float, float]:
 
 
 def main() -> list[Result]:
-    from jupyter_prov4ml.store import Store
+    from jupyter_prov4ml.store.layout import Store
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="prov4ml-bench-index-") as tmp_name:

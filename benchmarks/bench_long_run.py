@@ -66,16 +66,16 @@ def columns_bytes(samples: Any) -> int:
 
 def simulate(hours: float, store_root: Path) -> dict[str, Any]:
     """Run the simulated cell; what was kept, journaled and recovered."""
-    from jupyter_prov4ml import sampling
-    from jupyter_prov4ml.capture import RunCapture
-    from jupyter_prov4ml.checkpoint import Checkpointer
-    from jupyter_prov4ml.journal import read_journal
+    from jupyter_prov4ml.capture.progress import Checkpointer
+    from jupyter_prov4ml.capture.recorder import OpenWindow
+    from jupyter_prov4ml.capture.run_capture import RunCapture
+    from jupyter_prov4ml.hardware import sampler as sampling
+    from jupyter_prov4ml.hardware.gpu import NullGpu
     from jupyter_prov4ml.notices import Notices
-    from jupyter_prov4ml.probes.gpu import NullGpu
-    from jupyter_prov4ml.recorder import OpenWindow
     from jupyter_prov4ml.records import SessionInfo
-    from jupyter_prov4ml.store import Store
-    from jupyter_prov4ml.writer import StoreWriter
+    from jupyter_prov4ml.store.journal import read_journal
+    from jupyter_prov4ml.store.layout import Store
+    from jupyter_prov4ml.store.writer import StoreWriter
 
     ticks = round(hours * 3600 / INTERVAL_S)
     clock = types.SimpleNamespace(now=0.0)
@@ -128,7 +128,7 @@ def simulate(hours: float, store_root: Path) -> dict[str, Any]:
 
 
 def main(hours: float = 24.0) -> list[Result]:
-    from jupyter_prov4ml.sampling import DEFAULT_CAPACITY
+    from jupyter_prov4ml.hardware.sampler import DEFAULT_CAPACITY
 
     with tempfile.TemporaryDirectory(prefix="prov4ml-longrun-") as tmp:
         # Per-row costs measured on a run short enough never to downsample.

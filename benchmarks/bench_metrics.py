@@ -252,7 +252,7 @@ def _tofile(path: Path, values: array[float]) -> float:
 
 def _metric_log(values: list[float]) -> Any:
     """A run's MetricLog holding `values` as one series, logged one by one (real times)."""
-    from jupyter_prov4ml.metrics import MetricLog
+    from jupyter_prov4ml.capture.metrics import MetricLog
 
     log = MetricLog()
     for step, value in enumerate(values):
@@ -262,7 +262,7 @@ def _metric_log(values: list[float]) -> Any:
 
 def _encode_cost(values: list[float], raw: array[float], raw_path: Path) -> tuple[float, float]:
     """Medians: seconds `MetricsFile.encode` takes for `values`, and `_tofile` of `raw`."""
-    from jupyter_prov4ml.metrics import MetricsFile
+    from jupyter_prov4ml.capture.metrics import MetricsFile
 
     metrics = MetricsFile(_metric_log(values))
 
@@ -276,7 +276,7 @@ def _encode_cost(values: list[float], raw: array[float], raw_path: Path) -> tupl
 
 
 def _encoded_size(values: list[float]) -> int:
-    from jupyter_prov4ml.metrics import MetricsFile
+    from jupyter_prov4ml.capture.metrics import MetricsFile
 
     return len(MetricsFile(_metric_log(values)).encode()[0])
 
@@ -417,10 +417,10 @@ def _loops_in_cell(track: Callable[..., Any], extension: Any) -> dict[str, list[
 def _finish_cost() -> tuple[float, float]:
     """Seconds `finish_steps` takes for FINISH_STEPS steps, with and without hardware samples
     (one per step, as with 100 ms steps at 10 Hz), two metrics logged per step."""
-    from jupyter_prov4ml.capture import RunCapture, StepContext, finish_steps
-    from jupyter_prov4ml.energy import EnergyConfig
+    from jupyter_prov4ml.capture.run_capture import RunCapture, StepContext, finish_steps
+    from jupyter_prov4ml.hardware.energy import EnergyConfig
+    from jupyter_prov4ml.hardware.sampler import SampleColumns, Tick
     from jupyter_prov4ml.records import HostSample
-    from jupyter_prov4ml.sampling import SampleColumns, Tick
 
     t0_ns = time.perf_counter_ns()
     capture = RunCapture(t0_ns)

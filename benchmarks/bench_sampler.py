@@ -1,8 +1,8 @@
 """Cost of the hardware sampler thread and of the live dashboard it drives, against the same
 process without them, measured in the same run.
 
-Proves, for `jupyter_prov4ml.sampling.Sampler` at its default 10 Hz with the real `HostReader`
-(psutil) and `NullGpu`: (1) it costs <= 1 % of a core while the main thread idles (process CPU
+Proves, for `jupyter_prov4ml.hardware.sampler.Sampler` at its default 10 Hz with the real
+`HostReader` (psutil) and `NullGpu`: (1) it costs <= 1 % of a core while the main thread idles (process CPU
 time over 1 s windows, sampler on vs off, interleaved); (2) it slows a CPU-bound pure-Python
 loop and a numpy matmul loop by <= 2 % each (paired ~0.15 s chunks in one run, sampler on and
 off alternating; the median of the pairs' ratios); (3) `LiveMonitor.on_tick`, driven by the
@@ -56,10 +56,10 @@ MIB = 1 / 2**20
 
 
 def _sampler() -> Any:
+    from jupyter_prov4ml.hardware.gpu import NullGpu
+    from jupyter_prov4ml.hardware.host import HostReader
+    from jupyter_prov4ml.hardware.sampler import Sampler
     from jupyter_prov4ml.notices import Notices
-    from jupyter_prov4ml.probes.gpu import NullGpu
-    from jupyter_prov4ml.probes.host import HostReader
-    from jupyter_prov4ml.sampling import Sampler
 
     return Sampler(HostReader(), NullGpu("benchmark"), Notices(), INTERVAL_S)
 
@@ -196,10 +196,10 @@ def _paired(name: str, work: Callable[[int], None]) -> Result:
 
 
 def _dashboard_cost() -> Result:
-    from jupyter_prov4ml.capture import RunCapture
-    from jupyter_prov4ml.energy import EnergyConfig
-    from jupyter_prov4ml.loops import Progress
-    from jupyter_prov4ml.widgets import LiveMonitor
+    from jupyter_prov4ml.capture.loops import Progress
+    from jupyter_prov4ml.capture.run_capture import RunCapture
+    from jupyter_prov4ml.hardware.energy import EnergyConfig
+    from jupyter_prov4ml.views.live_monitor import LiveMonitor
 
     energy = EnergyConfig()
     monitor = LiveMonitor(
@@ -274,7 +274,7 @@ def _fill(columns: Any, ticks: int) -> None:
 
 
 def _traced_bytes(capacity: int, ticks: int) -> tuple[int, Any]:
-    from jupyter_prov4ml.sampling import SampleColumns
+    from jupyter_prov4ml.hardware.sampler import SampleColumns
 
     gc.collect()
     tracemalloc.start()
@@ -289,8 +289,8 @@ def _traced_bytes(capacity: int, ticks: int) -> tuple[int, Any]:
 
 
 def _buffer_memory() -> list[Result]:
+    from jupyter_prov4ml.hardware.sampler import DEFAULT_CAPACITY, SampleColumns, Tick
     from jupyter_prov4ml.records import HostSample
-    from jupyter_prov4ml.sampling import DEFAULT_CAPACITY, SampleColumns, Tick
 
     probe = SampleColumns()
     _fill(probe, 1)

@@ -11,7 +11,7 @@ PYTHONDONTWRITEBYTECODE, so the children write theirs under a temp PYTHONPYCACHE
 (nothing is written into the repository).
 
 What `--verbose` showed when this was written (-X importtime inflates times; cumulative ms):
-`jupyter_prov4ml._extension` 161, of which probes.host 48 (psutil 40), pynvml 44 (imported
+`jupyter_prov4ml.kernel.extension` 161, of which probes.host 48 (psutil 40), pynvml 44 (imported
 when the GPU probe opens), importlib.metadata 23 (for the software versions in the session
 record), and 10-20 ms each for the dataclass-heavy records/provrun/journal modules. prov,
 pyarrow and graphviz stay out of the load, as intended.

@@ -42,7 +42,7 @@ def __getattr__(name: str) -> Any:
     # The API lives in a module of its own, imported on first use, so `import jupyter_prov4ml`
     # stays cheap.
     if name in _API:
-        from . import api
+        from jupyter_prov4ml import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'jupyter_prov4ml' has no attribute {name!r}")
@@ -52,7 +52,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """Called by ``%load_ext jupyter_prov4ml``; loading twice is harmless."""
     if getattr(ipython, _SHELL_ATTR, None) is not None:
         return
-    from ._extension import ProvExtension
+    from jupyter_prov4ml.kernel.extension import ProvExtension
 
     extension = ProvExtension(ipython)
     extension.load()

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from ._extension import ProvExtension
-    from .records import Artifact
+    from jupyter_prov4ml.kernel.extension import ProvExtension
+    from jupyter_prov4ml.records import Artifact
 
 T = TypeVar("T")
 
@@ -168,8 +168,8 @@ def read_metrics(run_id: str | None = None, store: str | PathLike[str] | None = 
 
     Without `run_id`, the most recent run that logged metrics (in this kernel's session when
     the extension is loaded)."""
-    from .metrics import MetricsFileError, read_metrics_file
-    from .store import Store, resolve_store_root
+    from jupyter_prov4ml.capture.metrics import MetricsFileError, read_metrics_file
+    from jupyter_prov4ml.store.layout import Store, resolve_store_root
 
     extension = _extension()
     if store is not None:

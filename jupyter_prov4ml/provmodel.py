@@ -18,7 +18,7 @@ from typing import Any
 from prov.identifier import Namespace, QualifiedName
 from prov.model import PROV_TYPE, PROV_VALUE, ProvActivity, ProvAgent, ProvDocument, ProvEntity
 
-from .records import (
+from jupyter_prov4ml.records import (
     CellRun,
     DataFile,
     EnergyLedger,
@@ -29,7 +29,7 @@ from .records import (
     SeriesSummary,
     SessionInfo,
 )
-from .store import StoredRun
+from jupyter_prov4ml.store.layout import StoredRun
 
 NS_PREFIX = "p4m"
 NS_URI = "https://w3id.org/jupyter-prov4ml/ns#"

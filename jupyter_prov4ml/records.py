@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .energy import EnergyReading, co2_grams
+from jupyter_prov4ml.hardware.energy import EnergyReading, co2_grams
 
 Status = Literal["ok", "failed", "interrupted", "crashed", "running"]
 RunKind = Literal["cell", "provrun"]

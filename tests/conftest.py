@@ -18,7 +18,7 @@ from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from jupyter_prov4ml.store import STORE_ENV
+from jupyter_prov4ml.store.layout import STORE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 # The `kernels` fixture: real kernel processes.
@@ -202,7 +202,7 @@ have_dot = shutil.which("dot") is not None
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The real command line, in a subprocess, as a user would run it."""
     return subprocess.run(
-        [sys.executable, "-m", "jupyter_prov4ml.cli", *args],
+        [sys.executable, "-m", "jupyter_prov4ml.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

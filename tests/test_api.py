@@ -15,8 +15,8 @@ import pytest
 
 import jupyter_prov4ml
 from conftest import closed_runs, deserialize_strict
-from jupyter_prov4ml.cli import main as cli_main
-from jupyter_prov4ml.metrics import read_metrics_file
+from jupyter_prov4ml.capture.metrics import read_metrics_file
+from jupyter_prov4ml.cli.main import main as cli_main
 
 
 def run(shell: Any, source: str) -> Any:
@@ -294,10 +294,10 @@ def test_without_the_extension_nothing_breaks() -> None:
 
 def test_live_view_shows_progress_and_metrics() -> None:
     """The dashboard shows loop progress (i/N, rate) and each metric's last value."""
-    from jupyter_prov4ml.capture import RunCapture
+    from jupyter_prov4ml.capture.run_capture import RunCapture
+    from jupyter_prov4ml.hardware.sampler import Tick
     from jupyter_prov4ml.records import HostSample
-    from jupyter_prov4ml.sampling import Tick
-    from jupyter_prov4ml.widgets import LiveMonitor, sparkline
+    from jupyter_prov4ml.views.live_monitor import LiveMonitor, sparkline
 
     capture = RunCapture(0)
     monitor = LiveMonitor("t", (), 12.0, 481.0, 2)

@@ -41,11 +41,11 @@ from traitlets.config import Config
 
 import jupyter_prov4ml
 from conftest import deserialize_strict
-from jupyter_prov4ml.cli import main as cli_main
-from jupyter_prov4ml.dataflow import CellDataflow, analyze
-from jupyter_prov4ml.params import literal_assignments
+from jupyter_prov4ml.capture.params import literal_assignments
+from jupyter_prov4ml.cli.main import main as cli_main
+from jupyter_prov4ml.lineage.dataflow import CellDataflow, analyze
 from jupyter_prov4ml.records import CellRef, CellRun
-from jupyter_prov4ml.store import STORE_ENV, Store
+from jupyter_prov4ml.store.layout import STORE_ENV, Store
 
 CASES: Counter[str] = Counter()
 # What a line of ours may be: one line, this long at most.

@@ -18,8 +18,8 @@ import pytest
 from prov.model import ProvDocument
 
 from conftest import closed_runs, extension_of, have_dot, read_prov_json_strict
-from jupyter_prov4ml.cli import main
-from jupyter_prov4ml.graph import INSTALL_HINT
+from jupyter_prov4ml.cli.main import main
+from jupyter_prov4ml.views.prov_graph import INSTALL_HINT
 
 PLAIN = "a = 1"
 FAILING = "1/0"
@@ -98,7 +98,7 @@ def console_script() -> list[str] | None:
 
 INVOCATIONS = {
     "console-script": console_script(),
-    "module": [sys.executable, "-m", "jupyter_prov4ml.cli"],
+    "module": [sys.executable, "-m", "jupyter_prov4ml.cli.main"],
 }
 
 

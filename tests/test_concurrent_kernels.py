@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from conftest import cli, deserialize_strict
-from jupyter_prov4ml.index import RunIndex, index_path
-from jupyter_prov4ml.journal import read_journal
+from jupyter_prov4ml.store.index import RunIndex, index_path
+from jupyter_prov4ml.store.journal import read_journal
 
 pytestmark = pytest.mark.kernel
 

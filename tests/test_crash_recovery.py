@@ -19,16 +19,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import cli, closed_runs, deserialize_strict, extension_of, journal_events
-from jupyter_prov4ml.checkpoint import Checkpointer, Progress, pack, unpack
-from jupyter_prov4ml.journal import read_journal
-from jupyter_prov4ml.metrics import MetricLog
+from jupyter_prov4ml.capture.metrics import MetricLog
+from jupyter_prov4ml.capture.progress import Checkpointer, Progress, pack, unpack
+from jupyter_prov4ml.capture.recorder import OpenWindow
+from jupyter_prov4ml.hardware.sampler import SampleColumns
 from jupyter_prov4ml.notices import Notices
-from jupyter_prov4ml.recorder import OpenWindow
 from jupyter_prov4ml.records import HostSample, SessionInfo
-from jupyter_prov4ml.recovery import LOCK_NAME, SessionLock, recover_store
-from jupyter_prov4ml.sampling import SampleColumns
-from jupyter_prov4ml.store import Store
-from jupyter_prov4ml.writer import StoreWriter
+from jupyter_prov4ml.store.journal import read_journal
+from jupyter_prov4ml.store.layout import Store
+from jupyter_prov4ml.store.recovery import LOCK_NAME, SessionLock, recover_store
+from jupyter_prov4ml.store.writer import StoreWriter
 
 TRAINING_CELL = """%%provrun --name doomed --param lr=0.01 --interval 0.05
 from jupyter_prov4ml import log_metric, log_param
@@ -274,9 +274,9 @@ def test_long_run_journal_grows_with_the_log_of_its_length(
     of the run's length, and the recovered run's PROV document states the downsampling."""
     import types
 
-    from jupyter_prov4ml import sampling
-    from jupyter_prov4ml.capture import RunCapture
-    from jupyter_prov4ml.probes.gpu import NullGpu
+    from jupyter_prov4ml.capture.run_capture import RunCapture
+    from jupyter_prov4ml.hardware import sampler as sampling
+    from jupyter_prov4ml.hardware.gpu import NullGpu
 
     clock = types.SimpleNamespace(now=0.0)
     monkeypatch.setattr(sampling, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))

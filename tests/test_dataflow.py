@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_prov4ml.dataflow import (
+from jupyter_prov4ml.identity import source_sha256
+from jupyter_prov4ml.lineage.dataflow import (
     DEFAULT_CELL_MAGICS,
     MAX_SOURCE_CHARS,
     CellDataflow,
@@ -26,7 +27,6 @@ from jupyter_prov4ml.dataflow import (
     analyze,
     reads_user_names,
 )
-from jupyter_prov4ml.identity import source_sha256
 
 
 def _case(cell_id: str, source: str, reads: str, binds: str) -> Any:

@@ -12,9 +12,9 @@ import pytest
 from IPython.core.error import UsageError
 
 from conftest import closed_runs, extension_of
-from jupyter_prov4ml.cli import main
-from jupyter_prov4ml.rundiff import RunDiff, diff_runs
-from jupyter_prov4ml.store import Store
+from jupyter_prov4ml.cli.main import main
+from jupyter_prov4ml.store.layout import Store
+from jupyter_prov4ml.views.run_diff import RunDiff, diff_runs
 
 TRAIN = """%%provrun --name sweep --param lr=0.01 --no-graph --no-live
 from jupyter_prov4ml import log_metric

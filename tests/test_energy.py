@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jupyter_prov4ml.energy import (
+from jupyter_prov4ml.hardware.energy import (
     CARBON_INTENSITY_ENV,
     CPU_WATTS_PER_CORE_ENV,
     DEFAULT_CARBON_INTENSITY_G_PER_KWH,

@@ -17,16 +17,16 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from conftest import deserialize_strict, displayed, extension_of
-from jupyter_prov4ml.environment import (
+from jupyter_prov4ml.capture.environment import (
     CAPTURED_VARIABLES,
     MAX_VALUE_CHARS,
     captured_environment,
 )
-from jupyter_prov4ml.journal import session_from_dict, session_to_dict
 from jupyter_prov4ml.provmodel import session_document
 from jupyter_prov4ml.records import SessionInfo
 from jupyter_prov4ml.redaction import REDACTED
-from jupyter_prov4ml.store import STORE_ENV
+from jupyter_prov4ml.store.journal import session_from_dict, session_to_dict
+from jupyter_prov4ml.store.layout import STORE_ENV
 
 GITHUB_TOKEN = "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3hJ5"
 

@@ -12,8 +12,8 @@ import pytest
 from prov.model import ProvDocument
 
 from conftest import extension_of, read_prov_json_strict
-from jupyter_prov4ml.cli import main
-from jupyter_prov4ml.store import StoredRun
+from jupyter_prov4ml.cli.main import main
+from jupyter_prov4ml.store.layout import StoredRun
 
 PROVRUN = """%%provrun --name exported --param lr=0.5 --no-graph --no-live
 from jupyter_prov4ml import log_metric, track

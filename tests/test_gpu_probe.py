@@ -13,8 +13,8 @@ import pynvml
 import pytest
 
 from fake_nvml import FakeGpu, FakeNvml, own_pid
-from jupyter_prov4ml.probes import gpu as gpu_module
-from jupyter_prov4ml.probes.gpu import (
+from jupyter_prov4ml.hardware import gpu as gpu_module
+from jupyter_prov4ml.hardware.gpu import (
     GpuProbe,
     GpuReader,
     GpuSample,
@@ -112,7 +112,7 @@ def test_probe_never_calls_a_setter() -> None:
 
 def test_importing_the_probe_does_not_import_pynvml() -> None:
     """pynvml is imported by open_gpu_probe(), never at module import."""
-    code = "import sys, jupyter_prov4ml.probes.gpu; print('pynvml' in sys.modules)"
+    code = "import sys, jupyter_prov4ml.hardware.gpu; print('pynvml' in sys.modules)"
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True

@@ -16,9 +16,9 @@ import pytest
 from prov.model import ProvDocument
 
 from conftest import displayed, have_dot
-from jupyter_prov4ml.graph import INSTALL_HINT, ProvGraph, dot_source
 from jupyter_prov4ml.provmodel import run_document
 from jupyter_prov4ml.records import CellRef, CellRun, DataFile, Param, SessionInfo
+from jupyter_prov4ml.views.prov_graph import INSTALL_HINT, ProvGraph, dot_source
 
 requires_dot = pytest.mark.skipif(not have_dot, reason="Graphviz's dot program is not installed")
 

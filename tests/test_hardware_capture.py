@@ -14,11 +14,11 @@ import pytest
 
 from conftest import closed_runs, deserialize_strict, displayed
 from fake_nvml import FakeGpu, FakeNvml
-from jupyter_prov4ml import _extension
+from jupyter_prov4ml.hardware.gpu import NullGpu, open_gpu_probe
+from jupyter_prov4ml.hardware.sampler import SampleColumns, Sampler, Tick
+from jupyter_prov4ml.kernel import extension as _extension
 from jupyter_prov4ml.notices import Notices
-from jupyter_prov4ml.probes.gpu import NullGpu, open_gpu_probe
 from jupyter_prov4ml.records import HostSample
-from jupyter_prov4ml.sampling import SampleColumns, Sampler, Tick
 
 
 @pytest.fixture
@@ -232,7 +232,7 @@ def test_failing_probe_is_reported_once_and_dropped() -> None:
 def test_dashboard_throttles_and_accumulates_energy() -> None:
     """Ticks at 100 Hz redraw the dashboard at most 4 times a second, while every tick counts
     toward the running energy (100 % of one core at 12 W/core for 1 s ≈ 12 J)."""
-    from jupyter_prov4ml.widgets import LiveMonitor
+    from jupyter_prov4ml.views.live_monitor import LiveMonitor
 
     monitor = LiveMonitor(
         "t", (), watts_per_core=12.0, carbon_intensity_g_per_kwh=481.0, cpu_count=2
@@ -251,7 +251,7 @@ def test_dashboard_throttles_and_accumulates_energy() -> None:
 
 def test_proc_reader_agrees_with_psutil() -> None:
     """The /proc reader (used on Linux, 6× cheaper) reports what psutil reports."""
-    from jupyter_prov4ml.probes.host import HostReader, ProcHostReader
+    from jupyter_prov4ml.hardware.host import HostReader, ProcHostReader
 
     light, reference = ProcHostReader(), HostReader()
     light.prime()

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 
 from conftest import closed_runs, extension_of
-from jupyter_prov4ml import magics
-from jupyter_prov4ml.cli import main
-from jupyter_prov4ml.index import INDEX_NAME, IndexedRun, RunIndex, RunQuery
-from jupyter_prov4ml.listing import RunTable, run_row
+from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow
+from jupyter_prov4ml.cli.main import main
+from jupyter_prov4ml.kernel import magics
 from jupyter_prov4ml.notices import Notices
-from jupyter_prov4ml.recorder import ClosedCell, OpenWindow
 from jupyter_prov4ml.records import SessionInfo
-from jupyter_prov4ml.store import Store
-from jupyter_prov4ml.writer import StoreWriter
+from jupyter_prov4ml.store.index import INDEX_NAME, IndexedRun, RunIndex, RunQuery
+from jupyter_prov4ml.store.layout import Store
+from jupyter_prov4ml.store.writer import StoreWriter
+from jupyter_prov4ml.views.run_table import RunTable, run_row
 
 CELLS = [
     ("a = 1", "ok", None),
@@ -267,7 +267,7 @@ def test_bad_journal_lines_are_skipped_like_the_journal_reader_does(
 ) -> None:
     """Garbage and half-written lines in a journal (after its kernel ended) are skipped by the
     index as by `read_journal`: the same runs are listed, and good lines after them are read."""
-    from jupyter_prov4ml.journal import read_journal
+    from jupyter_prov4ml.store.journal import read_journal
 
     loaded.run_cell("%unload_ext jupyter_prov4ml")  # one writer per journal: its kernel's
     (journal,) = recorded.glob("sessions/*/journal.jsonl")

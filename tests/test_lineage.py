@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from jupyter_prov4ml.lineage import Lineage, summarize
+from jupyter_prov4ml.lineage.links import Lineage, summarize
 
 F = frozenset
 

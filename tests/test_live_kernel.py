@@ -46,7 +46,7 @@ def burned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         [
             sys.executable,
             "-m",
-            "jupyter_prov4ml.cli",
+            "jupyter_prov4ml.cli.main",
             "run",
             "burn.ipynb",
             "-o",
@@ -110,7 +110,7 @@ def test_samples_file_is_intact(burned: dict[str, Any]) -> None:
     """The saved sample series matches its recorded sha256 and covers the ~2 s window."""
     import hashlib
 
-    from jupyter_prov4ml.columnar import read_parquet
+    from jupyter_prov4ml.store.series_files import read_parquet
 
     document = json.loads(burned["prov_path"].read_text())
     (entity,) = [

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import extension_of, journal_events
-from jupyter_prov4ml.writer import CELLS_PER_DOCUMENT
+from jupyter_prov4ml.store.writer import CELLS_PER_DOCUMENT
 
 CELLS = 2_400  # over CELLS_PER_DOCUMENT, so the cells documents split
 CHECKPOINT = 800

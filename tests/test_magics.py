@@ -268,7 +268,7 @@ def test_store_removed_under_us_is_begun_again(loaded: Any, store_dir: Path, cap
     listed = {run.run_id for run in ext.store.query()}
     assert listed == {r["run_id"] for r in closed_runs(store_dir)}
     assert list(store_dir.glob("sessions/*/writer.lock"))
-    from jupyter_prov4ml.recovery import recover_store
+    from jupyter_prov4ml.store.recovery import recover_store
 
     assert not recover_store(ext.store), "the new lock is held: the session is alive"
 

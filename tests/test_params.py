@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_prov4ml.params import ParamError, literal_assignments, parse_param_option
+from jupyter_prov4ml.capture.params import ParamError, literal_assignments, parse_param_option
 from jupyter_prov4ml.records import Param
 from jupyter_prov4ml.redaction import is_secret_name
 

@@ -88,7 +88,7 @@ def test_redaction_of_a_large_cell_is_fast() -> None:
 def test_variables_named_like_credentials_keep_no_trace_of_their_value() -> None:
     """A variable named like a credential, or a string shaped like one, is summarised by
     type only: no value, no hash (a short password's sha256 can be looked up)."""
-    from jupyter_prov4ml.lineage import summarize
+    from jupyter_prov4ml.lineage.links import summarize
 
     number = summarize("db_password", 918273)
     text = summarize("api_key", "hunter2")

@@ -16,8 +16,8 @@ import pytest
 from prov.model import ProvDocument
 
 from conftest import extension_of
-from jupyter_prov4ml.cli import main
-from jupyter_prov4ml.store import Store, StoredRun, file_sha256
+from jupyter_prov4ml.cli.main import main
+from jupyter_prov4ml.store.layout import Store, StoredRun, file_sha256
 
 rocrate = pytest.importorskip("rocrate.rocrate")
 

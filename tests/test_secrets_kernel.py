@@ -123,7 +123,7 @@ def store_text(store: Path) -> tuple[list[Path], bytes]:
 
 def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "jupyter_prov4ml.cli", *args],
+        [sys.executable, "-m", "jupyter_prov4ml.cli.main", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -13,16 +13,10 @@ from typing import Any
 
 import pytest
 
-from jupyter_prov4ml.energy import EnergyReading
-from jupyter_prov4ml.journal import (
-    encode_line,
-    read_journal,
-    run_from_dict,
-    run_to_dict,
-    session_to_dict,
-)
+from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow
+from jupyter_prov4ml.hardware.energy import EnergyReading
+from jupyter_prov4ml.hardware.sampler import HardwareSamplesFile, SampleColumns
 from jupyter_prov4ml.notices import Notices
-from jupyter_prov4ml.recorder import ClosedCell, OpenWindow
 from jupyter_prov4ml.records import (
     CellRef,
     CellRun,
@@ -33,15 +27,21 @@ from jupyter_prov4ml.records import (
     SeriesSummary,
     SessionInfo,
 )
-from jupyter_prov4ml.sampling import HardwareSamplesFile, SampleColumns
-from jupyter_prov4ml.store import (
+from jupyter_prov4ml.store.journal import (
+    encode_line,
+    read_journal,
+    run_from_dict,
+    run_to_dict,
+    session_to_dict,
+)
+from jupyter_prov4ml.store.layout import (
     DEFAULT_DIRNAME,
     STORE_ENV,
     Store,
     atomic_write_bytes,
     resolve_store_root,
 )
-from jupyter_prov4ml.writer import StoreWriter
+from jupyter_prov4ml.store.writer import StoreWriter
 
 SESSION = "20260101T000000-abcdef"
 
@@ -473,7 +473,7 @@ def test_damaged_journal_lines_are_skipped_with_one_warning(
 ) -> None:
     """Garbage and a truncated line in a journal: `%prov list` and the CLI list every valid
     run and say, in one line, that damaged lines were skipped."""
-    from jupyter_prov4ml.cli import main
+    from jupyter_prov4ml.cli.main import main
 
     _record_everything(shell)
     shell.run_line_magic("unload_ext", "jupyter_prov4ml")  # a session that has ended

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from conftest import closed_runs
-from jupyter_prov4ml.journal import read_journal
+from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow, build_run
 from jupyter_prov4ml.notices import Notices
-from jupyter_prov4ml.recorder import ClosedCell, OpenWindow, build_run
 from jupyter_prov4ml.records import SessionInfo
-from jupyter_prov4ml.store import Store
-from jupyter_prov4ml.writer import CELLS_PER_DOCUMENT, StoreWriter
+from jupyter_prov4ml.store.journal import read_journal
+from jupyter_prov4ml.store.layout import Store
+from jupyter_prov4ml.store.writer import CELLS_PER_DOCUMENT, StoreWriter
 
 SESSION = SessionInfo("s1", "u", 0.0, (("python", "3"),), "h", "p", "cpu", 2, 1, (), "nb.ipynb")
 
@@ -113,7 +113,7 @@ def test_disk_full_holds_records_and_writes_them_later(
     back everything is written: journal, data files and the run's document."""
     import errno
 
-    from jupyter_prov4ml import writer as writer_module
+    from jupyter_prov4ml.store import writer as writer_module
 
     def full(*args: object, **kwargs: object) -> Any:
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -1,0 +1,335 @@
+"""Cell events → CellRun records. Runs on every cell, so it does the least it can:
+hash the source, read two clocks, append to a deque. No psutil, no file I/O (see
+shared/notes/performance.md: this path costs ~10 µs; a psutil call would cost 0.1–1 ms)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from jupyter_prov4ml.identity import front_end_cell_id, source_sha256
+from jupyter_prov4ml.redaction import redact_source
+
+if TYPE_CHECKING:
+    from prov.model import ProvDocument
+
+    from jupyter_prov4ml.store.writer import SeriesFile
+from jupyter_prov4ml.capture.metrics import MetricsFile
+from jupyter_prov4ml.capture.run_capture import RunCapture, StepContext, finish_steps
+from jupyter_prov4ml.hardware.energy import EnergyConfig
+from jupyter_prov4ml.lineage.dataflow import CellTreeCapture, DataflowCache
+from jupyter_prov4ml.lineage.links import Lineage, Links
+from jupyter_prov4ml.records import CellRef, CellRun, RunKind, Status
+
+
+class RecordSink(Protocol):
+    def opened(self, window: OpenWindow, kind: str) -> None: ...
+
+    def closed_cell(self, cell: ClosedCell) -> None: ...
+
+    def submit_run(self, run: CellRun, files: Sequence[SeriesFile]) -> Future[ProvDocument]: ...
+
+
+@dataclass(slots=True)
+class OpenWindow:
+    """A cell that has started and not yet ended."""
+
+    run_id: str
+    source: str
+    sha256: str
+    cell_id: str | None
+    started_unix_s: float
+    started_perf_ns: int
+    started_cpu_ns: int
+    closed: bool = False
+    # Created on the first API call (log_metric, track, ...) made while this cell runs.
+    capture: RunCapture | None = None
+
+
+class ClosedCell(NamedTuple):
+    """A plain cell that ended: the raw facts, turned into a record by the store writer so
+    the cell hook does no more than read two clocks and append this tuple."""
+
+    window: OpenWindow
+    ended_perf_ns: int
+    ended_cpu_ns: int
+    status: Status
+    error_type: str | None
+    execution_count: int | None
+    links: Links | None = None
+
+
+def link_fields(links: Links | None) -> dict[str, Any]:
+    """A record's lineage fields."""
+    if links is None:
+        return {}
+    return {
+        "reads": links.reads,
+        "variables": links.variables,
+        "informed_by": links.informed_by,
+        "derived_from_sha256": links.derived_from_sha256,
+    }
+
+
+def links_payload(links: Links | None) -> dict[str, Any]:
+    """The journal (JSON) form of a record's lineage fields, as `run_to_dict` writes them."""
+    if links is None:
+        return {}
+    return {
+        "reads": list(links.reads),
+        "variables": [
+            {
+                "name": v.name,
+                "type_name": v.type_name,
+                "description": v.description,
+                "value_sha256": v.value_sha256,
+            }
+            for v in links.variables
+        ],
+        "informed_by": [[run, list(names)] for run, names in links.informed_by],
+        "derived_from_sha256": links.derived_from_sha256,
+    }
+
+
+def build_run(
+    session_id: str,
+    notebook_path: str | None,
+    window: OpenWindow,
+    ended_perf_ns: int,
+    ended_cpu_ns: int,
+    kind: RunKind,
+    status: Status,
+    error_type: str | None,
+    execution_count: int | None,
+    **details: Any,
+) -> CellRun:
+    """The record of a window that ended at the given clock readings."""
+    wall_s = (ended_perf_ns - window.started_perf_ns) / 1e9
+    return CellRun(
+        run_id=window.run_id,
+        session_id=session_id,
+        kind=kind,
+        cell=CellRef(
+            sha256=window.sha256,
+            source=redact_source(window.source),
+            cell_id=window.cell_id,
+            execution_count=execution_count,
+            notebook_path=notebook_path,
+        ),
+        started_at_unix_s=window.started_unix_s,
+        ended_at_unix_s=window.started_unix_s + wall_s,
+        wall_time_s=wall_s,
+        cpu_time_s=(ended_cpu_ns - window.started_cpu_ns) / 1e9,
+        status=status,
+        error_type=error_type,
+        **details,
+    )
+
+
+def status_of(error: BaseException | None) -> tuple[Status, str | None]:
+    """`ok`, `interrupted` (KeyboardInterrupt: the kernel was interrupted) or `failed`."""
+    if error is None:
+        return "ok", None
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", "KeyboardInterrupt"
+    return "failed", type(error).__name__
+
+
+def result_error(result: Any) -> BaseException | None:
+    """The exception an `ExecutionResult` carries, before or during execution."""
+    error = getattr(result, "error_before_exec", None)
+    return error if error is not None else getattr(result, "error_in_exec", None)
+
+
+class Recorder:
+    """Opens a window at `pre_run_cell` and closes it into a CellRun at `post_run_cell`.
+
+    Nested events (a cell that runs code with `shell.run_cell`, as `%%provrun` does) are
+    ignored by depth, so one executed cell gives one record.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        sink: RecordSink,
+        notebook_path: str | None,
+        energy_config: EnergyConfig,
+        namespace: Mapping[str, Any] | None = None,
+        on_error: Callable[[str, Exception], None] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.energy_config = energy_config
+        # Lineage needs the user's namespace (to see what a cell bound); without one, cells
+        # are recorded without it.
+        self.namespace = namespace
+        self.dataflow = DataflowCache()
+        self.lineage = Lineage()
+        # In the shell's `ast_transformers` (given by the extension) only for cells not yet
+        # analysed: the tree IPython parsed, so the analysis need not parse it again. Any
+        # transformer makes IPython run `ast.fix_missing_locations` over the whole tree (~45
+        # µs a small cell, ~4.5 ms a 200-line one), a waste for a cell analysed before.
+        self.trees = CellTreeCapture()
+        self.transformers: list[Any] | None = None
+        self._on_error = on_error
+        self.notebook_path = notebook_path
+        self._sink = sink
+        self._depth = 0
+        self._sequence = 0
+        self.current: OpenWindow | None = None
+
+    def begin(self, info: Any) -> None:
+        self._depth += 1
+        if self._depth > 1:
+            return
+        window = self._open(info.raw_cell or "", front_end_cell_id(info))
+        self.trees.clear()
+        if self.transformers is not None:
+            self._capture_tree(window.sha256 not in self.dataflow)
+        self.current = window
+        self._sink.opened(window, "cell")
+
+    def _capture_tree(self, wanted: bool) -> None:
+        transformers = self.transformers
+        assert transformers is not None
+        present = self.trees in transformers
+        if wanted and not present:
+            transformers.append(self.trees)
+        elif present and not wanted:
+            transformers.remove(self.trees)
+
+    def open_detached(self, source: str) -> OpenWindow:
+        """A window for code run outside the cell hooks (a magic called programmatically)."""
+        return self._open(source, None)
+
+    def _open(self, source: str, cell_id: str | None) -> OpenWindow:
+        self._sequence += 1
+        return OpenWindow(
+            run_id=f"{self.session_id}-{self._sequence:05d}",
+            source=source,
+            sha256=source_sha256(source),
+            cell_id=cell_id,
+            started_unix_s=time.time(),
+            started_perf_ns=time.perf_counter_ns(),
+            started_cpu_ns=time.process_time_ns(),
+        )
+
+    def end(self, result: Any) -> None:
+        if self._depth == 0:
+            # The cell that loaded us gets a post event with no pre event.
+            return
+        self._depth -= 1
+        if self._depth:
+            return
+        window, self.current = self.current, None
+        if window is None or window.closed:
+            return
+        ended_perf_ns = time.perf_counter_ns()
+        ended_cpu_ns = time.process_time_ns()
+        window.closed = True
+        status, error_type = status_of(result_error(result))
+        count = getattr(result, "execution_count", None)
+        links = self.link(window, count, status == "ok")
+        capture = window.capture
+        if capture is None or capture.is_empty():
+            self._sink.closed_cell(
+                ClosedCell(window, ended_perf_ns, ended_cpu_ns, status, error_type, count, links)
+            )
+            return
+        # A plain cell that used the API (metrics, a tracked loop) is saved like a full run,
+        # without hardware samples: its steps get CPU-time energy estimates only.
+        steps = finish_steps(
+            capture, StepContext(None, window.started_perf_ns, 0, self.energy_config)
+        )
+        run = build_run(
+            self.session_id,
+            self.notebook_path,
+            window,
+            ended_perf_ns,
+            ended_cpu_ns,
+            "cell",
+            status,
+            error_type,
+            count,
+            params=tuple(capture.params),
+            steps=steps.documented,
+            steps_total=steps.total,
+            artifacts=tuple(capture.artifacts),
+            **link_fields(links),
+        )
+        self._sink.submit_run(run, [MetricsFile(capture.metrics), steps.file])
+
+    def link(
+        self, window: OpenWindow, execution_count: int | None, succeeded: bool
+    ) -> Links | None:
+        """Lineage of an execution that just ended: what it read from whom, what it bound."""
+        if self.namespace is None:
+            return None
+        try:
+            flow = self.dataflow.get(window.sha256, window.source, self.trees.take())
+            empty: frozenset[str] = frozenset()
+            return self.lineage.record(
+                window.run_id,
+                window.cell_id,
+                window.sha256,
+                execution_count,
+                flow.reads if flow is not None else empty,
+                flow.binds if flow is not None else empty,
+                flow.deletes if flow is not None else empty,
+                succeeded,
+                self.namespace,
+            )
+        # Lineage is an addition to the record: if it fails, the cell is still recorded.
+        except Exception as error:  # noqa: BLE001
+            if self._on_error is not None:
+                self._on_error("lineage", error)
+            return None
+
+    @contextlib.contextmanager
+    def detached(self, window: OpenWindow) -> Iterator[None]:
+        """Make `window` current while a magic called outside the cell hooks runs code;
+        the cell events that code fires are nested ones, so they are ignored."""
+        saved = self.current, self._depth
+        self.current, self._depth = window, self._depth + 1
+        try:
+            yield
+        finally:
+            self.current, self._depth = saved
+
+    def rebind(self, sink: RecordSink) -> None:
+        """Send later records to `sink` (the store changed)."""
+        self._sink = sink
+
+    def reset_depth(self) -> None:
+        """Forget unmatched events (after an error inside our own hooks)."""
+        self._depth = 0
+        self.current = None
+
+    def close(
+        self,
+        window: OpenWindow,
+        kind: RunKind,
+        status: Status,
+        error_type: str | None,
+        execution_count: int | None,
+        **details: Any,
+    ) -> CellRun:
+        """Turn `window` into a record now (once): used by %%provrun, on the main thread."""
+        ended_perf_ns = time.perf_counter_ns()
+        ended_cpu_ns = time.process_time_ns()
+        window.closed = True
+        return build_run(
+            self.session_id,
+            self.notebook_path,
+            window,
+            ended_perf_ns,
+            ended_cpu_ns,
+            kind,
+            status,
+            error_type,
+            execution_count,
+            **details,
+        )

@@ -1,0 +1,239 @@
+"""What user code attaches to the running cell through the public API: parameters, metrics,
+tracked loops and artifacts. One RunCapture per run, created on first use, so a re-run cell
+starts empty (nothing leaks from one run into the next)."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_prov4ml.capture.loops import LoopTracker, RawStep
+from jupyter_prov4ml.capture.metrics import MetricLog
+from jupyter_prov4ml.capture.params import make_param, scalar_or_none
+from jupyter_prov4ml.hardware.energy import (
+    EnergyConfig,
+    EnergyReading,
+    estimate_cpu_energy_j,
+    gpu_window_energy,
+)
+from jupyter_prov4ml.hardware.sampler import SampleColumns
+from jupyter_prov4ml.records import Artifact, EnergyLedger, LoopStep, Param, SeriesSummary
+from jupyter_prov4ml.store.layout import file_sha256, make_private_dirs
+from jupyter_prov4ml.store.series_files import table_bytes
+
+_STEP_COLUMNS = ("process_cpu_percent", "process_rss_bytes")
+_GPU_STEP_FIELDS = ("utilization_percent", "memory_used_bytes", "power_w")
+
+
+class RunCapture:
+    """The API's view of one run (main thread; the live view reads it from the sampler)."""
+
+    def __init__(self, t0_ns: int, step_depth: int = 1) -> None:
+        self.params: list[Param] = []
+        self.metrics = MetricLog(t0_ns)
+        self.loops = LoopTracker(step_depth)
+        self.artifacts: list[Artifact] = []
+
+    def is_empty(self) -> bool:
+        return not (self.params or self.metrics.series or self.loops.steps or self.artifacts)
+
+    def log_param(self, name: str, value: object) -> None:
+        if isinstance(name, str):
+            name = str.__str__(name)  # a subclass's own methods may raise
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a parameter name must be a non-empty string, got {name!r:.60}")
+        try:
+            scalar = scalar_or_none(value)
+            if scalar is None and value is not None:
+                text = repr(value)
+                scalar = text if len(text) <= 200 else f"<{type(value).__name__}>"
+        # The value's own methods (__repr__, __len__ ...) may raise, and an int of 5,000 digits
+        # refuses to print: the parameter is kept, as its type's name.
+        except Exception:  # noqa: BLE001
+            scalar = f"<{type(value).__name__}>"
+        self.params.append(make_param(name, scalar, "api"))
+
+    def log_artifact(self, path: Path, name: str | None, copy_to: Path | None) -> Artifact:
+        """Identify `path` by content now (what it holds when logged is what the run made)."""
+        size = path.stat().st_size
+        digest = file_sha256(path)
+        copied = None
+        if copy_to is not None:
+            make_private_dirs(copy_to.parent)
+            shutil.copy2(path, copy_to)
+            copied = str(copy_to)
+        artifact = Artifact(name or path.name, str(path.resolve()), digest, size, copied)
+        self.artifacts.append(artifact)
+        return artifact
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What turning raw step windows into LoopSteps needs to know about the run."""
+
+    samples: SampleColumns | None
+    sampler_t0_ns: int
+    gpu_count: int
+    energy: EnergyConfig
+
+
+# PROV documents and the journal describe at most this many steps in full (evenly spaced,
+# first and last included); every step is in the run's steps file. A 66k-batch loop would
+# otherwise take minutes to save and could be lost at kernel exit.
+MAX_DOCUMENTED_STEPS = 1_000
+
+
+@dataclass(frozen=True)
+class FinishedSteps:
+    """The steps of a run: those described in full, and all of them as a data file."""
+
+    documented: tuple[LoopStep, ...]
+    total: int
+    file: StepsFile
+
+
+def finish_steps(capture: RunCapture, context: StepContext) -> FinishedSteps:
+    """Attach hardware aggregates, energy and last metric values to the documented steps
+    (run close); all steps go to the steps file with their times, CPU and CPU energy."""
+    capture.loops.finish()
+    raw = capture.loops.steps
+    chosen = documented_indices(len(raw), MAX_DOCUMENTED_STEPS)
+    documented = tuple(_finish_step(raw[i], capture.metrics, context) for i in chosen)
+    return FinishedSteps(documented, len(raw), StepsFile(tuple(raw), context.energy.watts_per_core))
+
+
+def documented_indices(count: int, limit: int) -> list[int]:
+    """Up to `limit` evenly spaced indices of `count`, always with the first and the last."""
+    if count <= limit:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)})
+
+
+@dataclass(frozen=True)
+class StepsFile:
+    """Every loop step of a run as a Parquet data file (encoded in the writer thread)."""
+
+    steps: tuple[RawStep, ...]
+    watts_per_core: float
+    role: str = "steps"
+
+    def encode(self) -> tuple[bytes, dict[str, Any]]:
+        if not self.steps:
+            return b"", {}
+        import pyarrow as pa
+
+        steps = self.steps
+        table = pa.table(
+            {
+                "loop": pa.array([s.loop for s in steps]).dictionary_encode(),
+                "index": pa.array([s.index for s in steps], pa.int64()),
+                "started_at_unix_s": pa.array([s.started_unix_s for s in steps], pa.float64()),
+                "wall_time_s": pa.array(
+                    [(s.ended_ns - s.started_ns) / 1e9 for s in steps], pa.float64()
+                ),
+                "cpu_time_s": pa.array([s.cpu_time_s for s in steps], pa.float64()),
+                "cpu_energy_j_estimated": pa.array(
+                    [max(0.0, s.cpu_time_s) * self.watts_per_core for s in steps], pa.float64()
+                ),
+                "completed": pa.array([s.completed for s in steps], pa.bool_()),
+            }
+        )
+        return table_bytes(table), {}
+
+
+def _finish_step(raw: RawStep, metrics: MetricLog, context: StepContext) -> LoopStep:
+    duration_s = max(0.0, (raw.ended_ns - raw.started_ns) / 1e9)
+    readings: list[EnergyReading] = [
+        EnergyReading(
+            "cpu",
+            "cpu",
+            estimate_cpu_energy_j(max(0.0, raw.cpu_time_s), context.energy.watts_per_core),
+            "estimated",
+            duration_s,
+        )
+    ]
+    hardware: list[tuple[str, SeriesSummary]] = []
+    samples = context.samples
+    if samples is not None and len(samples):
+        times = samples.column("elapsed_s")
+        start_s = (raw.started_ns - context.sampler_t0_ns) / 1e9
+        end_s = (raw.ended_ns - context.sampler_t0_ns) / 1e9
+        low, high = bisect.bisect_left(times, start_s), bisect.bisect_right(times, end_s)
+        columns = list(_STEP_COLUMNS) + [
+            f"gpu{i}_{name}" for i in range(context.gpu_count) for name in _GPU_STEP_FIELDS
+        ]
+        for column in columns:
+            summary = SeriesSummary.of(samples.column(column)[low:high])
+            if summary is not None:
+                hardware.append((column, summary))
+        for index in range(context.gpu_count):
+            reading = _gpu_step_energy(samples, index, times, start_s, end_s, low, high)
+            if reading is not None:
+                readings.append(reading)
+    return LoopStep(
+        loop=raw.loop,
+        index=raw.index,
+        started_at_unix_s=raw.started_unix_s,
+        wall_time_s=duration_s,
+        cpu_time_s=raw.cpu_time_s,
+        inner_iterations=raw.inner_iterations,
+        energy=EnergyLedger(tuple(readings), context.energy.carbon_intensity_g_per_kwh),
+        hardware=tuple(hardware),
+        metrics_last=tuple(metrics.points_between(raw.started_ns, raw.ended_ns).items()),
+        completed=raw.completed,
+    )
+
+
+def _gpu_step_energy(
+    samples: SampleColumns,
+    index: int,
+    times: Sequence[float],
+    start_s: float,
+    end_s: float,
+    low: int,
+    high: int,
+) -> EnergyReading | None:
+    """A step's GPU energy from the sampled cumulative counter, interpolated at the step's
+    edges (the sampler reads it at 10 Hz; no NVML call on the hot path), else its power."""
+    counter = samples.column(f"gpu{index}_energy_mj")
+    first = _interpolate(times, counter, start_s)
+    last = _interpolate(times, counter, end_s)
+    power = samples.column(f"gpu{index}_power_w")
+    reading = gpu_window_energy(
+        None if first is None else round(first),
+        None if last is None else round(last),
+        times[low:high],
+        power[low:high],
+        max(0.0, end_s - start_s),
+        device=f"gpu{index}",
+    )
+    if reading is not None and reading.method == "measured-counter":
+        return EnergyReading(
+            reading.component,
+            reading.device,
+            reading.energy_j,
+            reading.method,
+            reading.duration_s,
+            "counter sampled at the sampler's rate, interpolated at the step's edges",
+        )
+    return reading
+
+
+def _interpolate(times: Sequence[float], values: Sequence[float], at: float) -> float | None:
+    position = bisect.bisect_left(times, at)
+    if position == 0 or position >= len(times):
+        return None
+    t0, t1 = times[position - 1], times[position]
+    v0, v1 = values[position - 1], values[position]
+    if math.isnan(v0) or math.isnan(v1) or t1 <= t0:
+        return None
+    return v0 + (v1 - v0) * (at - t0) / (t1 - t0)
+
+
+def artifact_name_ok(name: Any) -> bool:
+    return name is None or (isinstance(name, str) and 0 < len(name) <= 200)

@@ -1,0 +1,1 @@
+"""The IPython face: the extension object, its magics and the %%provrun orchestration."""

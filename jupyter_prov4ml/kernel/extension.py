@@ -1,0 +1,394 @@
+"""ProvExtension: the one object that owns the extension's state in a kernel.
+
+It owns the recorder, the store writer and the host/GPU probes, registers the magics and
+cell hooks on load, and removes exactly those on unload.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from IPython.display import display
+
+from jupyter_prov4ml.capture.environment import captured_environment
+from jupyter_prov4ml.capture.metrics import MetricError
+from jupyter_prov4ml.capture.progress import CHECKPOINT_PERIOD_S
+from jupyter_prov4ml.capture.recorder import Recorder
+from jupyter_prov4ml.capture.run_capture import RunCapture, artifact_name_ok
+from jupyter_prov4ml.hardware.energy import EnergyConfig, RaplReader
+from jupyter_prov4ml.hardware.gpu import open_gpu_probe
+from jupyter_prov4ml.hardware.host import host_facts, open_host_reader
+from jupyter_prov4ml.hardware.meter import EnergyMeter
+from jupyter_prov4ml.identity import notebook_cells, notebook_path
+from jupyter_prov4ml.kernel.provrun import CapturedRun, RunSummary
+from jupyter_prov4ml.notices import Notices
+from jupyter_prov4ml.records import SessionInfo
+from jupyter_prov4ml.store.layout import (
+    PRIVATE,
+    Store,
+    StoreModes,
+    resolve_store_modes,
+    resolve_store_root,
+)
+from jupyter_prov4ml.store.writer import StoreWriter
+from jupyter_prov4ml.views.lineage_graph import StaleReport
+from jupyter_prov4ml.views.prov_graph import ProvGraph
+
+if TYPE_CHECKING:
+    from jupyter_prov4ml.records import Artifact
+
+T = TypeVar("T")
+
+# After this many consecutive failures inside our own hook, recording turns itself off
+# rather than costing the user a warning on every cell.
+MAX_HOOK_FAILURES = 3
+GRAPH_TIMEOUT_S = 60.0
+_SOFTWARE = ("jupyter_prov4ml", "ipython", "ipykernel", "prov", "psutil", "nvidia-ml-py")
+
+
+def new_session_id() -> str:
+    """Sortable and unique across kernels sharing a store: time, then 48 random bits."""
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def package_versions(names: tuple[str, ...] = _SOFTWARE) -> tuple[tuple[str, str], ...]:
+    found = [("python", sys.version.split()[0])]
+    for name in names:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
+
+
+class ProvExtension:
+    """Everything `%load_ext jupyter_prov4ml` sets up in one kernel."""
+
+    def __init__(self, shell: Any, environ: Mapping[str, str] | None = None) -> None:
+        environ = os.environ if environ is None else environ
+        self.shell = shell
+        self.notices = Notices()
+        self.host = host_facts()
+        self.host_reader = open_host_reader()
+        self.gpu = open_gpu_probe()
+        self.meter = EnergyMeter(self.gpu, RaplReader(), _energy_config(environ, self.notices))
+        self.notebook_path = notebook_path(getattr(shell, "user_ns", {}))
+        self.session = SessionInfo(
+            session_id=new_session_id(),
+            user=_user_name(),
+            started_at_unix_s=time.time(),
+            software=package_versions(),
+            hostname=self.host.hostname,
+            platform=self.host.platform,
+            cpu_model=self.host.cpu_model,
+            cpu_count_logical=self.host.cpu_count_logical,
+            memory_total_bytes=self.host.memory_total_bytes,
+            gpus=tuple(info.name for info in self.gpu.devices),
+            notebook_path=self.notebook_path,
+            environment=captured_environment(environ),
+        )
+        self.store = Store(
+            resolve_store_root(environ, Path.cwd()),
+            _store_modes(environ, self.notices),
+            self._store_damaged,
+        )
+        self.writer = StoreWriter(self.store, self.session, self.notices)
+        self.recorder = Recorder(
+            self.session.session_id,
+            self.writer,
+            self.notebook_path,
+            self.meter.config,
+            namespace=getattr(shell, "user_ns", None),
+            on_error=self._lineage_failed,
+        )
+        # How many levels of nested `track` loops become step activities (the rest are counted).
+        self.step_depth = 1
+        # How often a running %%provrun journals its progress (the most a killed kernel loses).
+        self.checkpoint_period_s = CHECKPOINT_PERIOD_S
+        self._hook_failures = 0
+        self._begin_ok = True
+        self._magics: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        from jupyter_prov4ml.kernel.magics import ProvMagics
+
+        self.writer.start()
+        self._magics = ProvMagics(self.shell, self)
+        self.shell.register_magics(self._magics)
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.recorder.transformers = self.shell.ast_transformers
+        atexit.register(self.close_writer)
+
+    def unload(self) -> None:
+        """Undo exactly what `load` did, after writing what is pending."""
+        self._unregister_hooks()
+        self.recorder.transformers = None
+        if self.recorder.trees in self.shell.ast_transformers:
+            self.shell.ast_transformers.remove(self.recorder.trees)
+        if self._magics is not None:
+            _unregister_magics(self.shell, self._magics)
+            self._magics = None
+        atexit.unregister(self.close_writer)
+        self.close_writer()
+        self.gpu.close()
+        self.host_reader.close()
+
+    def close_writer(self) -> None:
+        self.writer.close()
+        self.notices.flush_to_stderr()
+
+    def banner(self) -> str:
+        gpus = self.gpu.describe()
+        return (
+            f"jupyter_prov4ml: recording to {self.store.root} · "
+            f"CPU: {self.host.describe()} · GPU: {gpus}"
+        )
+
+    def set_energy_config(self, config: EnergyConfig) -> None:
+        self.meter = EnergyMeter(self.gpu, self.meter.rapl, config)
+        self.recorder.energy_config = config
+
+    def _store_damaged(self, message: str) -> None:
+        self.notices.warn("store-damaged", message)
+
+    def set_store(self, root: Path) -> None:
+        """Switch to another store: what is pending goes to the old one first."""
+        self.writer.close()
+        self.store = Store(root, self.store.modes, self._store_damaged)
+        self.writer = StoreWriter(self.store, self.session, self.notices)
+        self.recorder.rebind(self.writer)
+        self.writer.start()
+
+    # -- display -----------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        pending = self.writer.pending_count
+        return f"jupyter_prov4ml: session {self.session.session_id}, store {self.store.root}" + (
+            f", {pending} records waiting to be written" if pending else ""
+        )
+
+    def show_run(self, captured: CapturedRun, graph: bool) -> None:
+        """Display a finished %%provrun: its summary, then (optionally) its graph."""
+        summary = RunSummary(captured.run, captured.latest_metrics, captured.stale_inputs)
+        try:
+            # Rendered here, not by IPython's formatter, which would print a traceback.
+            display({"text/plain": repr(summary), "text/html": summary._repr_html_()}, raw=True)
+        except Exception as error:  # noqa: BLE001 - the run is saved; only its summary is lost
+            self.notices.warn("summary", f"could not show the run's summary ({error!r})")
+        if not graph:
+            return
+        try:
+            document = captured.document.result(timeout=GRAPH_TIMEOUT_S)
+            display(ProvGraph.of(document, title=captured.run.name))
+        except (FutureTimeout, CancelledError):
+            self.notices.warn("graph", "the provenance graph took too long to build; skipped")
+        # A graph is a nicety: whatever goes wrong building it must not fail the user's cell.
+        except Exception as error:  # noqa: BLE001
+            self.notices.warn("graph", f"could not draw the provenance graph ({error!r})")
+        self.notices.flush_to_stderr()
+
+    def stale_report(self) -> StaleReport:
+        """Stale cells of this session; with the notebook's file, also edited and
+        out-of-order cells."""
+        notebook = notebook_cells(self.notebook_path)
+        sources, positions = notebook if notebook is not None else (None, None)
+        return StaleReport(self.recorder.lineage.stale_cells(sources, positions))
+
+    def session_graph(self, last: int | None = None) -> ProvGraph:
+        """This session's lineage as one graph (the last `last` executions if given)."""
+        from jupyter_prov4ml.views.lineage_graph import lineage_dot
+
+        self.writer.flush(session_document=False)
+        runs = [s.run for s in self.store.runs(session_id=self.session.session_id)]
+        if last is not None:
+            runs = runs[-last:] if last > 0 else []
+        notebook = notebook_cells(self.notebook_path)
+        stale = (
+            self.recorder.lineage.stale_cells(*notebook)
+            if notebook
+            else self.recorder.lineage.stale_cells()
+        )
+        return ProvGraph.from_dot(lineage_dot(runs, stale, notebook[1] if notebook else None))
+
+    def show_stored(self, run_ref: str) -> None:
+        from jupyter_prov4ml.provmodel import stored_document
+
+        stored = self.store.find(run_ref)
+        display(RunSummary(stored.run))
+        display(ProvGraph.of(stored_document(stored), title=stored.run.name))
+
+    # -- the public API (jupyter_prov4ml.log_metric, ...): never raises into user code ------
+
+    def new_capture(self) -> RunCapture:
+        return RunCapture(time.perf_counter_ns(), self.step_depth)
+
+    def current_capture(self) -> RunCapture | None:
+        """The running cell's capture, created on first use; None outside any cell."""
+        window = self.recorder.current
+        if window is None or window.closed:
+            return None
+        if window.capture is None:
+            window.capture = self.new_capture()
+        return window.capture
+
+    def api_log_metric(self, name: Any, value: Any, step: Any, context: Any) -> None:
+        window = self.recorder.current
+        capture = window.capture if window is not None else None
+        if capture is None and (capture := self._capture_or_warn("log_metric")) is None:
+            return
+        try:
+            capture.metrics.log(name, value, step, context)
+        except Exception as error:  # noqa: BLE001 - reported once, never raised into the loop
+            self.metric_failed(name, error)
+
+    def metric_failed(self, name: Any, error: Exception) -> None:
+        """One line per metric and kind of problem; our own bugs are one line too."""
+        if isinstance(error, MetricError):
+            shown = _shown(name)
+            self.notices.warn(
+                f"metric:{shown}:{error.problem}",
+                f"log_metric({shown}): {error}; point skipped",
+            )
+        else:
+            self.notices.warn("metric-bug", f"log_metric failed ({error!r}); point skipped")
+
+    def api_log_param(self, name: Any, value: Any) -> None:
+        capture = self._capture_or_warn("log_param")
+        if capture is None:
+            return
+        try:
+            capture.log_param(name, value)
+        except Exception as error:  # noqa: BLE001 - see api_log_metric
+            self.notices.warn(f"param:{_shown(name)}", f"log_param: {error}; skipped")
+
+    def api_track(self, iterable: Iterable[T], name: Any, total: Any) -> Iterator[T]:
+        capture = self._capture_or_warn("track")
+        if capture is None:
+            return iter(iterable)
+        if not isinstance(name, str) or not name or len(name) > 200:
+            self.notices.warn("track-name", f"track: bad loop name {_shown(name)}; using 'loop'")
+            name = "loop"
+        if total is not None and not isinstance(total, int):
+            total = None
+        return capture.loops.track(iterable, name, total)
+
+    def api_log_artifact(self, path: Any, name: Any, copy: bool) -> Artifact | None:
+        capture = self._capture_or_warn("log_artifact")
+        window = self.recorder.current
+        if capture is None or window is None:
+            return None
+        if not artifact_name_ok(name):
+            self.notices.warn("artifact-name", f"log_artifact: bad name {name!r:.60}; skipped")
+            return None
+        try:
+            source = Path(os.fspath(path))
+            target = None
+            if copy:
+                folder = self.store.session_dir(self.session.session_id) / "runs"
+                target = folder / f"{window.run_id}.artifacts" / (name or source.name)
+            return capture.log_artifact(source, name, target)
+        except (OSError, TypeError, ValueError) as error:
+            self.notices.warn(f"artifact:{path!r:.60}", f"log_artifact({path!r:.60}): {error}")
+        return None
+
+    def _capture_or_warn(self, what: str) -> RunCapture | None:
+        capture = self.current_capture()
+        if capture is None:
+            self.notices.warn(
+                f"outside:{what}", f"{what} was called outside a running cell; not recorded"
+            )
+        return capture
+
+    # -- cell hooks: the hot path ------------------------------------------------------------
+
+    def pre_run_cell(self, info: Any) -> None:
+        try:
+            self.recorder.begin(info)
+            self._begin_ok = True
+        except Exception as error:  # noqa: BLE001 - IPython would print a traceback per cell
+            self._begin_ok = False
+            self._hook_failed(error)
+
+    def post_run_cell(self, result: Any) -> None:
+        try:
+            self.recorder.end(result)
+            if self._begin_ok:
+                self._hook_failures = 0
+        except Exception as error:  # noqa: BLE001 - see pre_run_cell
+            self._hook_failed(error)
+        if self.notices.has_pending():
+            self.notices.flush_to_stderr()
+
+    def _unregister_hooks(self) -> None:
+        for event, callback in (
+            ("pre_run_cell", self.pre_run_cell),
+            ("post_run_cell", self.post_run_cell),
+        ):
+            if callback in self.shell.events.callbacks[event]:
+                self.shell.events.unregister(event, callback)
+
+    def _lineage_failed(self, part: str, error: Exception) -> None:
+        self.notices.warn(part, f"cell lineage not recorded ({error!r})")
+
+    def _hook_failed(self, error: Exception) -> None:
+        self._hook_failures += 1
+        self.recorder.reset_depth()
+        if self._hook_failures >= MAX_HOOK_FAILURES:
+            self.notices.warn("hooks-off", f"cell recording turned off after errors ({error!r})")
+            self._unregister_hooks()
+        else:
+            self.notices.warn("hook", f"a cell was not recorded ({error!r})")
+
+
+def _unregister_magics(shell: Any, magics: Any) -> None:
+    """IPython has no public unregister; remove the names this object registered."""
+    manager = shell.magics_manager
+    for kind, names in magics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)
+    manager.registry.pop(type(magics).__name__, None)
+
+
+def _energy_config(environ: Mapping[str, str], notices: Notices) -> EnergyConfig:
+    try:
+        return EnergyConfig.from_environ(environ)
+    except ValueError as error:
+        notices.warn("energy-config", f"{error}; using the defaults")
+        return EnergyConfig()
+
+
+def _shown(name: object) -> str:
+    """A user's name for a message: its repr, or its type when even that fails."""
+    try:
+        return f"{name!r:.60}"
+    except Exception:  # noqa: BLE001 - any object can reach the API
+        return f"<{type(name).__name__}>"
+
+
+def _store_modes(environ: Mapping[str, str], notices: Notices) -> StoreModes:
+    try:
+        return resolve_store_modes(environ)
+    except ValueError as error:
+        notices.warn("store-mode", f"{error}; the store stays private (0700)")
+        return PRIVATE
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,212 @@
+"""`%%provrun` and `%prov`: parse the line, hand the work to the extension, display the result."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from jupyter_prov4ml.capture.params import ParamError, parse_param_option
+from jupyter_prov4ml.kernel.provrun import ProvrunOptions, run_captured
+from jupyter_prov4ml.notices import brief
+
+if TYPE_CHECKING:
+    from jupyter_prov4ml.kernel.extension import ProvExtension
+
+# `%prov list` shows at most this many runs unless asked for more: a notebook keeps its
+# outputs, and a table of every run of a large store would bloat it.
+NOTEBOOK_LIST_LIMIT = 200
+# IPython expands `$name` and `{expr}` in a magic's line with a regex whose time grows with
+# the square of the line's length (2.5 s for 10,000 characters here, minutes for 100,000):
+# `%%provrun` expands its line itself, and only lines up to this long.
+MAX_EXPANDED_LINE_CHARS = 2_000
+# The frame IPython expands a cell magic's line in (its `run_cell_magic` uses depth 2), seen
+# from inside the magic, one call further down.
+_EXPANSION_DEPTH = 3
+
+
+def parsed_line(magic: Any, line: str) -> Any:
+    """The magic's arguments; an unbalanced quote is a UsageError like any other bad line."""
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as error:  # shlex: "No closing quotation", "No escaped character"
+        raise UsageError(f"{error}\n{magic.parser.format_usage()}") from None
+
+
+@magics_class
+class ProvMagics(Magics):
+    """Magics bound to one ProvExtension."""
+
+    def __init__(self, shell: Any, extension: ProvExtension) -> None:
+        super().__init__(shell)
+        self.extension = extension
+
+    @magic_arguments()
+    @argument("--name", "-n", help="a name for this run (e.g. baseline)")
+    @argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="record a parameter; repeat for several (values are Python literals or text)",
+    )
+    @argument(
+        "--interval",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="hardware sampling interval (default 0.1 s, i.e. 10 Hz)",
+    )
+    @argument("--no-graph", action="store_true", help="do not show the provenance graph")
+    @argument("--no-live", action="store_true", help="do not show the live dashboard")
+    @no_var_expand
+    @cell_magic
+    def provrun(self, line: str, cell: str) -> None:
+        """Run the cell with full provenance capture: parameters, hardware use, PROV graph.
+
+        Top-level literal assignments in the cell (``batch_size = 64``) are recorded as
+        parameters too, read with ``ast`` and never evaluated.
+        """
+        if ("$" in line or "{" in line) and len(line) <= MAX_EXPANDED_LINE_CHARS:
+            line = self.extension.shell.var_expand(line, _EXPANSION_DEPTH)
+        args = parsed_line(self.provrun, line)
+        try:
+            params = tuple(parse_param_option(text) for text in args.param)
+        except ParamError as error:
+            raise UsageError(f"{error}\n{self.provrun.parser.format_usage()}") from None
+        if not 0.001 <= args.interval <= 3600:
+            raise UsageError(
+                f"--interval must be between 0.001 and 3600 seconds, got {args.interval}\n"
+                + self.provrun.parser.format_usage()
+            )
+        options = ProvrunOptions(
+            # A lone surrogate (text decoded with surrogateescape) cannot be stored as UTF-8.
+            name=_valid_text(args.name),
+            params=params,
+            interval_s=args.interval,
+            graph=not args.no_graph,
+            live=not args.no_live,
+        )
+        captured = run_captured(self.extension, options, cell)
+        if captured is not None:
+            self.extension.show_run(captured, graph=options.graph)
+
+    @magic_arguments()
+    @argument(
+        "command",
+        nargs="?",
+        default="status",
+        choices=["status", "list", "show", "diff", "stale", "graph", "flush", "config"],
+        help="what to do (default: status)",
+    )
+    @argument(
+        "args",
+        nargs="*",
+        help="RUN_ID for show; RUN_A RUN_B for diff; for config: `store PATH`, "
+        "`carbon-intensity G_PER_KWH` or `cpu-watts-per-core WATTS`",
+    )
+    @argument("--last", type=int, default=None, metavar="N", help="list only the last N runs")
+    @argument("--kind", choices=["cell", "provrun"], default=None, help="list only this kind")
+    @argument("--name", default=None, metavar="X", help="list only runs named X (glob: base*)")
+    @argument("--failed", action="store_true", help="list only runs that did not end ok")
+    @argument(
+        "--all",
+        action="store_true",
+        help=f"list every run (default: the newest {NOTEBOOK_LIST_LIMIT})",
+    )
+    @line_magic
+    def prov(self, line: str) -> Any:
+        """Browse and manage provenance: status, list, show RUN, diff A B, stale, graph, flush,
+        config."""
+        args = parsed_line(self.prov, line)
+        ext = self.extension
+        if args.command == "status":
+            print(ext.status_line())
+        elif args.command == "flush":
+            ext.writer.flush()
+            print(f"jupyter_prov4ml: written to {ext.store.root}")
+        elif args.command == "list":
+            # Imported here, not at `%load_ext`: listing needs sqlite3 and the index.
+            from jupyter_prov4ml.store.index import RunQuery
+            from jupyter_prov4ml.views.run_table import run_table
+
+            ext.writer.flush(session_document=False)
+            query = RunQuery(kind=args.kind, name=args.name, failed=args.failed, last=args.last)
+            newest = None if args.all else NOTEBOOK_LIST_LIMIT
+            return run_table(ext.store, query, newest=newest, wide=True)
+        elif args.command == "diff":
+            if len(args.args) != 2:
+                raise UsageError("usage: %prov diff RUN_A RUN_B")
+            from jupyter_prov4ml.views.run_diff import diff_runs
+
+            ext.writer.flush(session_document=False)
+            try:
+                first, second = (ext.store.find(ref) for ref in args.args)
+            except LookupError as error:
+                raise UsageError(str(error)) from None
+            return diff_runs(first, second, ext.store)
+        elif args.command == "show":
+            if len(args.args) != 1:
+                raise UsageError("usage: %prov show RUN_ID")
+            ext.writer.flush(session_document=False)
+            try:
+                ext.store.find(args.args[0])
+            except LookupError as error:
+                raise UsageError(str(error)) from None
+            try:
+                ext.show_stored(args.args[0])
+            # What the store holds may be damaged (a truncated PROV document, a record edited
+            # by hand): say so in one line rather than with a traceback in the notebook.
+            except Exception as error:  # noqa: BLE001
+                print(
+                    f"jupyter_prov4ml: cannot show run {args.args[0]}: {brief(error)}",
+                    file=sys.stderr,
+                )
+        elif args.command == "stale":
+            return ext.stale_report()
+        elif args.command == "graph":
+            return ext.session_graph(args.last)
+        elif args.command == "config":
+            self._config(args.args)
+        return None
+
+    def _config(self, words: list[str]) -> None:
+        ext = self.extension
+        usage = (
+            "usage: %prov config store PATH | carbon-intensity G_PER_KWH | cpu-watts-per-core WATTS"
+        )
+        if len(words) != 2:
+            raise UsageError(usage)
+        key, value = words
+        if key == "store":
+            ext.set_store(Path(value).expanduser().resolve())
+            print(f"jupyter_prov4ml: now recording to {ext.store.root}")
+            return
+        if key not in ("carbon-intensity", "cpu-watts-per-core"):
+            raise UsageError(usage)
+        config = ext.meter.config
+        try:
+            number = float(value)
+            config = (
+                replace(config, carbon_intensity_g_per_kwh=number)
+                if key == "carbon-intensity"
+                else replace(config, watts_per_core=number)
+            )
+        except ValueError as error:
+            raise UsageError(f"{key}: {error}") from None
+        ext.set_energy_config(config)
+        print(
+            f"jupyter_prov4ml: carbon intensity {config.carbon_intensity_g_per_kwh:g} g/kWh, "
+            f"CPU {config.watts_per_core:g} W per core"
+        )
+
+
+def _valid_text(text: str | None) -> str | None:
+    """`text` with lone surrogates written as `\\udcff` escapes (None stays None)."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")

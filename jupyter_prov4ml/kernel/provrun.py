@@ -1,0 +1,349 @@
+"""`%%provrun`: run a cell body as a normal cell would, with full capture around it."""
+
+from __future__ import annotations
+
+import html
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from jupyter_prov4ml.capture.metrics import MetricsFile
+from jupyter_prov4ml.capture.params import literal_assignments, merge_params
+from jupyter_prov4ml.capture.progress import Checkpointer
+from jupyter_prov4ml.capture.recorder import OpenWindow, link_fields, result_error, status_of
+from jupyter_prov4ml.capture.run_capture import StepContext, finish_steps
+from jupyter_prov4ml.hardware.sampler import DEFAULT_INTERVAL_S, HardwareSamplesFile, Sampler
+from jupyter_prov4ml.records import CellRun, Param, Status
+from jupyter_prov4ml.views.live_monitor import LiveMonitor, live_view_supported
+
+if TYPE_CHECKING:
+    from prov.model import ProvDocument
+
+    from jupyter_prov4ml.capture.run_capture import RunCapture
+    from jupyter_prov4ml.hardware.meter import WindowStart
+    from jupyter_prov4ml.kernel.extension import ProvExtension
+    from jupyter_prov4ml.store.writer import SeriesFile
+
+
+@dataclass(frozen=True, slots=True)
+class ProvrunOptions:
+    """What the `%%provrun` line asked for."""
+
+    name: str | None = None
+    params: tuple[Param, ...] = ()
+    interval_s: float = DEFAULT_INTERVAL_S
+    graph: bool = True
+    live: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedRun:
+    run: CellRun
+    document: Future[ProvDocument]
+    latest_metrics: tuple[tuple[str, str, float], ...] = ()
+    stale_inputs: tuple[str, ...] = ()
+
+
+def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> CapturedRun | None:
+    """Run `body` in the user's namespace with the sampler on, and record it as one run.
+
+    The body goes through `shell.run_cell`, so it behaves exactly like a cell (magics, display
+    of the last expression, IPython's own traceback). Its error is handed to the enclosing
+    cell's result, so the front end and nbclient see the cell fail as they would without us.
+    None when our own code failed around the body (told in one line; the body still ran and
+    the cell is recorded as a plain cell, or as far as the capture got).
+    """
+    window = ext.recorder.current
+    if window is not None and not window.closed:
+        return _run_in_window(ext, options, body, window)
+    window = ext.recorder.open_detached(f"%%provrun\n{body}")
+    with ext.recorder.detached(window):
+        return _run_in_window(ext, options, body, window)
+
+
+@dataclass
+class _Capturing:
+    """What is running around the body: made before it, finished after it."""
+
+    params: tuple[Param, ...]
+    capture: RunCapture
+    energy_start: WindowStart
+    sampler: Sampler
+    monitor: LiveMonitor | None
+
+
+def _run_in_window(
+    ext: ProvExtension, options: ProvrunOptions, body: str, window: OpenWindow
+) -> CapturedRun | None:
+    shell = ext.shell
+    # A fault boundary on each side of the body: our failure must neither keep the user's
+    # code from running nor change how it ended.
+    try:
+        capturing: _Capturing | None = _start(ext, options, body, window)
+    except Exception as bug:  # noqa: BLE001
+        ext.notices.warn("provrun-start", f"%%provrun capture unavailable ({bug!r}); ran without")
+        capturing = None
+    outer = getattr(shell.displayhook, "exec_result", None)
+    error: BaseException | None = None
+    try:
+        nested = shell.run_cell(body, store_history=False)
+        error = result_error(nested)
+    except BaseException as raised:  # KeyboardInterrupt arriving outside the body
+        error = raised
+        raise
+    finally:
+        shell.displayhook.exec_result = outer
+        if error is not None and outer is not None and result_error(outer) is None:
+            outer.error_in_exec = error
+        finished = None
+        if capturing is not None:
+            try:
+                finished = _finish(ext, options, window, capturing, error, outer)
+            except Exception as bug:  # noqa: BLE001
+                ext.notices.warn(
+                    "provrun-finish",
+                    f"%%provrun could not complete its record ({bug!r}); saved what it could",
+                )
+                finished = _finish_plainly(ext, options, window, capturing, error, outer)
+    return finished
+
+
+def _start(
+    ext: ProvExtension, options: ProvrunOptions, body: str, window: OpenWindow
+) -> _Capturing:
+    shell = ext.shell
+    params = merge_params(list(options.params), literal_assignments(body))
+    ext.writer.opened(
+        window,
+        "provrun",
+        {
+            "name": options.name,
+            "params": [asdict(param) for param in params],
+            "interval_s": options.interval_s,
+            "execution_count": shell.execution_count,
+        },
+    )
+    capture = window.capture = window.capture or ext.new_capture()
+    energy_start = ext.meter.begin()
+    sampler = Sampler(ext.host_reader, ext.gpu, ext.notices, options.interval_s)
+    # Subscribed first: the journal matters more than the view, and is cheap.
+    checkpointer = Checkpointer(
+        window.run_id,
+        lambda: sampler.samples,
+        capture,
+        ext.writer.progress,
+        window.started_cpu_ns,
+        ext.checkpoint_period_s,
+    )
+    sampler.subscribe(
+        checkpointer.on_tick,
+        "crash checkpoints stopped; the run is still saved when it ends",
+    )
+    monitor = _live_monitor(ext, options) if options.live else None
+    if monitor is not None:
+        monitor.watch(capture)
+        sampler.subscribe(monitor.on_tick)
+    sampler.start()
+    return _Capturing(params, capture, energy_start, sampler, monitor)
+
+
+def _finish(
+    ext: ProvExtension,
+    options: ProvrunOptions,
+    window: OpenWindow,
+    capturing: _Capturing,
+    error: BaseException | None,
+    outer: Any,
+) -> CapturedRun:
+    sampler, capture = capturing.sampler, capturing.capture
+    samples = sampler.stop()
+    energy = ext.meter.end(capturing.energy_start, samples)
+    steps = finish_steps(
+        capture,
+        StepContext(samples, sampler.t0_ns, len(ext.gpu.devices), ext.meter.config),
+    )
+    outcome = _Outcome.of(ext, error, outer)
+    links = ext.recorder.link(window, outcome.execution_count, outcome.status == "ok")
+    run = _close(
+        ext,
+        options,
+        window,
+        capturing,
+        outcome,
+        hardware=samples.summary(sampler.interval_s),
+        energy=energy,
+        steps=steps.documented,
+        steps_total=steps.total,
+        artifacts=tuple(capture.artifacts),
+        **link_fields(links),
+    )
+    future = ext.writer.submit_run(
+        run, [HardwareSamplesFile(samples), MetricsFile(capture.metrics), steps.file]
+    )
+    if capturing.monitor is not None:
+        capturing.monitor.freeze(run, sampler.latest)
+    latest = tuple((name, context, last) for name, context, last, _ in capture.metrics.latest())
+    stale = tuple(ext.recorder.lineage.stale_inputs(run.reads)) if links is not None else ()
+    return CapturedRun(run, future, latest, stale)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How the body ended, as the record states it."""
+
+    status: Status
+    error_type: str | None
+    execution_count: int | None
+
+    @classmethod
+    def of(cls, ext: ProvExtension, error: BaseException | None, outer: Any) -> _Outcome:
+        status, error_type = status_of(error)
+        count = getattr(outer, "execution_count", None) or ext.shell.execution_count
+        return cls(status, error_type, count)
+
+
+def _close(
+    ext: ProvExtension,
+    options: ProvrunOptions,
+    window: OpenWindow,
+    capturing: _Capturing,
+    outcome: _Outcome,
+    **details: Any,
+) -> CellRun:
+    """The run's record (closing its window), with `details` beyond status and parameters."""
+    return ext.recorder.close(
+        window,
+        "provrun",
+        outcome.status,
+        outcome.error_type,
+        outcome.execution_count,
+        name=options.name,
+        params=merge_params(list(capturing.params), capturing.capture.params),
+        **details,
+    )
+
+
+def _finish_plainly(
+    ext: ProvExtension,
+    options: ProvrunOptions,
+    window: OpenWindow,
+    capturing: _Capturing,
+    error: BaseException | None,
+    outer: Any,
+) -> CapturedRun | None:
+    """The run without what failed to finish (hardware, energy, steps, lineage): its status,
+    parameters, samples and metrics as far as they go."""
+    try:
+        capturing.sampler.stop()
+        run = _close(ext, options, window, capturing, _Outcome.of(ext, error, outer))
+        files: list[SeriesFile] = [
+            HardwareSamplesFile(capturing.sampler.samples),
+            MetricsFile(capturing.capture.metrics),
+        ]
+        return CapturedRun(run, ext.writer.submit_run(run, files))
+    except Exception:  # noqa: BLE001 - already told once; the cell stays a plain cell
+        return None
+
+
+def _live_monitor(ext: ProvExtension, options: ProvrunOptions) -> LiveMonitor | None:
+    """The dashboard, where a notebook front end can show it; a failure only loses the view."""
+    if not live_view_supported(ext.shell):
+        return None
+    try:
+        monitor = LiveMonitor(
+            title=f"%%provrun {options.name or ''}".strip(),
+            gpus=ext.gpu.devices,
+            watts_per_core=ext.meter.config.watts_per_core,
+            carbon_intensity_g_per_kwh=ext.meter.config.carbon_intensity_g_per_kwh,
+            cpu_count=ext.host.cpu_count_logical,
+        )
+        monitor.show()
+    except Exception as error:  # noqa: BLE001 - the dashboard is optional, the run is not
+        ext.notices.warn("live", f"live dashboard unavailable ({error!r})")
+        return None
+    return monitor
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The few lines shown under a `%%provrun` cell."""
+
+    run: CellRun
+    latest_metrics: tuple[tuple[str, str, float], ...] = ()
+    stale_inputs: tuple[str, ...] = ()
+
+    def facts(self) -> list[tuple[str, str]]:
+        run = self.run
+        facts = [
+            ("run", f"{run.name or 'provrun'} · {run.run_id}"),
+            ("status", run.status + (f" ({run.error_type})" if run.error_type else "")),
+            ("duration", f"{run.wall_time_s:.3f} s wall, {run.cpu_time_s:.3f} s CPU"),
+        ]
+        if self.stale_inputs:
+            names = ", ".join(self.stale_inputs)
+            facts.append(("warning", f"read stale inputs: {names} (see %prov stale)"))
+        hardware = run.hardware
+        if hardware is not None:
+            rss = hardware.get("process_rss_bytes")
+            cpu = hardware.get("process_cpu_percent")
+            if rss:
+                facts.append(("peak RSS", f"{rss.max / 2**20:.1f} MiB"))
+            if cpu:
+                facts.append(("process CPU", f"mean {cpu.mean:.0f} %, max {cpu.max:.0f} %"))
+            index = 0
+            while (util := hardware.get(f"gpu{index}_utilization_percent")) is not None:
+                text = f"utilisation mean {util.mean:.0f} %, max {util.max:.0f} %"
+                if memory := hardware.get(f"gpu{index}_memory_used_bytes"):
+                    text += f"; peak memory {memory.max / 2**20:.0f} MiB"
+                if power := hardware.get(f"gpu{index}_power_w"):
+                    text += f"; power mean {power.mean:.0f} W, max {power.max:.0f} W"
+                facts.append((f"GPU{index}", text))
+                index += 1
+            facts.append(("samples", f"{hardware.sample_count} at {1 / hardware.interval_s:g} Hz"))
+        if run.energy is not None:
+            parts = ", ".join(
+                f"{r.device} {r.energy_j:.1f} J ({r.method})" for r in run.energy.readings
+            )
+            facts.append(("energy", f"{run.energy.total_j:.1f} J: {parts}"))
+            facts.append(
+                (
+                    "CO2",
+                    f"{run.energy.co2_g:.3f} g (estimated at "
+                    f"{run.energy.carbon_intensity_g_per_kwh:g} g/kWh)",
+                )
+            )
+        if run.params:
+            facts.append(("params", ", ".join(f"{p.name}={p.value!r}" for p in run.params)))
+        if run.steps:
+            loops = sorted({step.loop for step in run.steps})
+            done = sum(step.completed for step in run.steps)
+            facts.append(
+                ("loop steps", f"{done} completed of {len(run.steps)} ({', '.join(loops)})")
+            )
+        if run.artifacts:
+            facts.append(("artifacts", ", ".join(a.name for a in run.artifacts)))
+        if self.latest_metrics:
+            facts.append(
+                (
+                    "metrics",
+                    ", ".join(
+                        f"{name} ({context}) {value:.4g}"
+                        for name, context, value in self.latest_metrics
+                    ),
+                )
+            )
+        return facts
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self.facts()
+        )
+        return f"<table class='jp-prov4ml-summary'>{rows}</table>"
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{k:>12}: {v}" for k, v in self.facts())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))

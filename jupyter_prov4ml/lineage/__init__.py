@@ -1,0 +1,1 @@
+"""Dataflow of cells (AST) and the lineage links between executions."""

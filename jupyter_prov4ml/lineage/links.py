@@ -1,0 +1,260 @@
+"""Lineage between cell executions: which execution last bound each name a cell reads
+(`wasInformedBy`), new versions of a cell (`wasDerivedFrom`), and which cells' outputs are
+stale or were computed out of order.
+
+Runs in the cell hook, so it keeps only what staleness needs (bounded by the number of cells
+and names, not by the session's length) and inspects values without running user code: types
+are recognised by module and name, never through `getattr` on the user's object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from jupyter_prov4ml.identity import source_sha256
+from jupyter_prov4ml.records import CellRun, VariableSummary
+from jupyter_prov4ml.redaction import REDACTED, is_secret_name, looks_like_credential
+
+# Values up to this many bytes are hashed; larger ones are described, not hashed.
+MAX_HASHED_BYTES = 100_000
+MAX_SUMMARY_CHARS = 80
+# Strings up to this long are checked for a credential's shape (longer ones: by name only).
+_SHAPE_CHECKED_CHARS = 4_096
+_SCALARS = (int, float, bool, complex)
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def summarize(name: str, value: Any) -> VariableSummary:
+    """Name, type, a short description and, where cheap, a hash of the value."""
+    kind = type(value)
+    type_name = (
+        f"{kind.__module__}.{kind.__qualname__}"
+        if kind.__module__ != "builtins"
+        else kind.__qualname__
+    )
+    digest: str | None = None
+    if is_secret_name(name) or (
+        kind is str and len(value) <= _SHAPE_CHECKED_CHARS and looks_like_credential(value)
+    ):
+        # No description and no hash: a short password's sha256 can be looked up.
+        description = REDACTED
+    elif kind in _SCALARS:
+        # The description is the value itself: a hash would add nothing.
+        description = repr(value)[:MAX_SUMMARY_CHARS]
+    elif kind is str:
+        description = f"{len(value)} characters"
+        if len(value) <= MAX_HASHED_BYTES:
+            digest = _sha(value.encode("utf-8", "surrogatepass"))
+    elif kind is bytes:
+        description = f"{len(value)} bytes"
+        if len(value) <= MAX_HASHED_BYTES:
+            digest = _sha(value)
+    elif kind in _CONTAINERS:
+        description = f"{len(value)} items"
+    elif kind.__module__ == "numpy" and kind.__name__ == "ndarray":
+        description = f"shape {value.shape} {value.dtype}"
+        if value.nbytes <= MAX_HASHED_BYTES:
+            digest = _sha(value.tobytes())
+    elif kind.__module__.startswith("pandas.") and kind.__name__ in ("DataFrame", "Series"):
+        description = f"shape {value.shape}"
+    elif kind.__module__.startswith("torch") and kind.__name__ in ("Tensor", "Parameter"):
+        description = f"shape {tuple(value.shape)} {value.dtype}"
+    elif kind.__name__ in ("module", "function", "type", "builtin_function_or_method"):
+        description = str(getattr(value, "__name__", ""))[:MAX_SUMMARY_CHARS]
+    else:
+        description = ""
+    return VariableSummary(name, type_name, description, digest)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Links(NamedTuple):
+    """What one execution's lineage adds to its record (a tuple: built on every cell)."""
+
+    reads: tuple[str, ...]
+    variables: tuple[VariableSummary, ...]
+    informed_by: tuple[tuple[str, tuple[str, ...]], ...]
+    derived_from_sha256: str | None
+
+
+@dataclass(slots=True)
+class _CellState:
+    """The latest execution of one cell (by front-end id, else by source hash)."""
+
+    run_id: str
+    cell_id: str | None
+    sha256: str
+    execution_count: int | None
+    # name read → the execution that had bound it when this cell read it
+    read_from: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StaleCell:
+    """A cell whose last output may no longer hold, and why."""
+
+    cell_id: str | None
+    sha256: str
+    run_id: str
+    execution_count: int | None
+    reasons: tuple[str, ...]
+
+
+class Lineage:
+    """The session's bindings and the last execution of each cell (main thread)."""
+
+    def __init__(self) -> None:
+        self.last_binder: dict[str, str] = {}
+        # run id → (cell key, source hash, execution count) of executions that bound names
+        self._binders: dict[str, tuple[str, str, int | None]] = {}
+        self._bound_ids: dict[str, int] = {}
+        self.cells: dict[str, _CellState] = {}
+
+    def record(
+        self,
+        run_id: str,
+        cell_id: str | None,
+        sha256: str,
+        execution_count: int | None,
+        reads: frozenset[str],
+        binds: frozenset[str],
+        deletes: frozenset[str],
+        succeeded: bool,
+        namespace: Mapping[str, Any],
+    ) -> Links:
+        key = cell_id or sha256
+        previous = self.cells.get(key)
+        derived = previous.sha256 if previous is not None and previous.sha256 != sha256 else None
+        last_binder = self.last_binder
+        read_from = {name: last_binder[name] for name in reads if name in last_binder}
+        informed: dict[str, list[str]] = {}
+        if read_from:
+            for name, binder in sorted(read_from.items()):
+                if binder != run_id:
+                    informed.setdefault(binder, []).append(name)
+        variables = []
+        for name in sorted(binds) if len(binds) > 1 else binds:
+            if name not in namespace:
+                continue
+            value = namespace[name]
+            # A failed cell bound only what it reached before failing: trust the static
+            # bindings only where the object actually changed.
+            if not succeeded and self._bound_ids.get(name) == id(value):
+                continue
+            self.last_binder[name] = run_id
+            self._bound_ids[name] = id(value)
+            try:
+                variables.append(summarize(name, value))
+            except Exception:  # noqa: BLE001 - describing a value is best effort
+                variables.append(VariableSummary(name, type(value).__name__, "", None))
+        for name in deletes:
+            self.last_binder.pop(name, None)
+            self._bound_ids.pop(name, None)
+        self.cells[key] = _CellState(run_id, cell_id, sha256, execution_count, read_from)
+        if variables:
+            self._binders[run_id] = (key, sha256, execution_count)
+            if len(self._binders) > 2 * (len(self.last_binder) + len(self.cells)) + 64:
+                self._prune()
+        return Links(
+            reads=tuple(sorted(read_from)),
+            variables=tuple(variables),
+            informed_by=tuple((binder, tuple(names)) for binder, names in informed.items()),
+            derived_from_sha256=derived,
+        )
+
+    @classmethod
+    def replay(cls, runs: Iterable[CellRun]) -> Lineage:
+        """The lineage state a session's recorded runs imply, rebuilt without its kernel
+        (for the command line, or a store copied from another machine)."""
+        lineage = cls()
+        for run in runs:
+            key = run.cell.cell_id or run.cell.sha256
+            read_from = {name: binder for binder, names in run.informed_by for name in names}
+            # Names read from the execution itself (bound earlier in the same cell) are not
+            # in informed_by; they were read before this run rebound them.
+            for name in run.reads:
+                read_from.setdefault(name, lineage.last_binder.get(name, run.run_id))
+            for variable in run.variables:
+                lineage.last_binder[variable.name] = run.run_id
+            if run.variables:
+                lineage._binders[run.run_id] = (key, run.cell.sha256, run.cell.execution_count)
+            lineage.cells[key] = _CellState(
+                run.run_id, run.cell.cell_id, run.cell.sha256, run.cell.execution_count, read_from
+            )
+        return lineage
+
+    def stale_cells(
+        self,
+        notebook_sources: Mapping[str, str] | None = None,
+        positions: Mapping[str, int] | None = None,
+    ) -> list[StaleCell]:
+        """Cells whose last output may be stale: an input was rebound since, an input came
+        from an old version of its cell, the cell's own source changed (when the notebook's
+        current sources are known), or it read a name bound by a cell below it."""
+        found = []
+        for cell in self.cells.values():
+            reasons = []
+            for name, binder in sorted(cell.read_from.items()):
+                now = self.last_binder.get(name)
+                if now is None:
+                    reasons.append(f"`{name}` was deleted after it ran")
+                elif now != binder:
+                    reasons.append(f"`{name}` was rebound by {self._describe(now)} after it ran")
+                elif self._superseded(binder):
+                    reasons.append(f"`{name}` comes from an old version of its cell")
+            cell_id = cell.cell_id
+            if notebook_sources is not None and cell_id is not None and cell_id in notebook_sources:
+                current = notebook_sources[cell_id]
+                if source_sha256(current) != cell.sha256:
+                    reasons.append("its source changed after it ran")
+            if positions is not None and cell_id is not None and cell_id in positions:
+                here = positions[cell_id]
+                for name, binder in sorted(cell.read_from.items()):
+                    origin = self._binders.get(binder)
+                    if origin is not None and positions.get(origin[0], -1) > here:
+                        reasons.append(f"out of order: `{name}` comes from a cell below it")
+            if reasons:
+                found.append(
+                    StaleCell(
+                        cell.cell_id, cell.sha256, cell.run_id, cell.execution_count, tuple(reasons)
+                    )
+                )
+        return found
+
+    def stale_inputs(self, reads: tuple[str, ...]) -> list[str]:
+        """The names among `reads` whose binding comes from a stale or superseded execution."""
+        stale_runs = {cell.run_id for cell in self.stale_cells()}
+        return [
+            name
+            for name in reads
+            if (binder := self.last_binder.get(name)) is not None
+            and (binder in stale_runs or self._superseded(binder))
+        ]
+
+    def _superseded(self, binder: str) -> bool:
+        """True when the cell that ran `binder` has since run a different version of its code."""
+        known = self._binders.get(binder)
+        if known is None:
+            return False
+        key, sha256, _ = known
+        latest = self.cells.get(key)
+        return latest is not None and latest.sha256 != sha256
+
+    def _describe(self, run_id: str) -> str:
+        known = self._binders.get(run_id)
+        if known is not None and known[2] is not None:
+            return f"[{known[2]}]"
+        return run_id.rsplit("-", 1)[-1]
+
+    def _prune(self) -> None:
+        """Forget binders nothing refers to any more: memory follows cells and names, not
+        the number of executions."""
+        live = set(self.last_binder.values())
+        for cell in self.cells.values():
+            live.update(cell.read_from.values())
+        self._binders = {run: facts for run, facts in self._binders.items() if run in live}

@@ -1,1 +1,0 @@
-"""Hardware readings: the host through psutil and /proc, NVIDIA GPUs through NVML."""

@@ -1,0 +1,752 @@
+"""The run index: every closed run of a store in SQLite, for `list`, `find` and `runs()`.
+
+`<store>/index.sqlite` (WAL, busy timeout) holds a row per run with what a listing shows, the
+run's full journal record apart, and per session how far its journal has been indexed. It is
+derived data: the journals stay the source of truth.
+
+Each kernel's store writer adds the runs it closes, one transaction per drained batch, from
+its own connection (`IndexWriter`). Readers (`RunIndex`) catch up from the journals before
+answering, parsing only what no writer indexed (a store copied from elsewhere, a killed
+kernel, a deleted or corrupt index). A corrupt index file is discarded and rebuilt; a store
+the reader cannot write is indexed in memory for that call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import operator
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from jupyter_prov4ml.records import CellRef, CellRun, ParamValue
+from jupyter_prov4ml.store.journal import run_from_dict, session_from_dict
+from jupyter_prov4ml.store.layout import PRIVATE, StoreModes, open_store_file
+
+INDEX_NAME = "index.sqlite"
+SCHEMA_VERSION = "3"
+BUSY_TIMEOUT_S = 10.0
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    journal TEXT PRIMARY KEY,          -- the session folder's name
+    session_json TEXT,                 -- its last `session` journal line, if any
+    journal_offset INTEGER NOT NULL DEFAULT 0  -- bytes of the journal already indexed
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    journal TEXT NOT NULL,             -- the session folder whose journal holds the record
+    session_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT,
+    cell_sha256 TEXT NOT NULL,
+    cell_id TEXT,
+    execution_count INTEGER,
+    notebook_path TEXT,
+    status TEXT NOT NULL,
+    error_type TEXT,
+    started_at_unix_s REAL NOT NULL,
+    started_at TEXT NOT NULL,          -- ISO 8601, UTC: made once here, not per listing
+    duration_s REAL NOT NULL,
+    cpu_time_s REAL NOT NULL,
+    energy_j REAL,                     -- total over devices; NULL when nothing was measured
+    params_json TEXT,                  -- {"name": value, ...}, NULL without parameters
+    prov_path TEXT                     -- relative to the store
+);
+-- Full records apart, so that listing reads small rows.
+CREATE TABLE IF NOT EXISTS records (
+    run_id TEXT PRIMARY KEY,
+    record_json TEXT NOT NULL          -- the journal's `close` line
+) WITHOUT ROWID;
+-- The one secondary index, for `--last N`: each index costs the writer on every run.
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at_unix_s, run_id);
+"""
+
+_ROW_COLUMNS = (
+    "run_id, journal, session_id, kind, name, cell_sha256, cell_id, execution_count, "
+    "notebook_path, status, error_type, started_at_unix_s, started_at, duration_s, cpu_time_s, "
+    "energy_j, params_json, prov_path"
+)
+# An upsert that keeps a known document path when a record is journaled again without one.
+_UPSERT_RUN = (
+    f"INSERT INTO runs ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 18)}) "
+    "ON CONFLICT (run_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}"
+        for c in _ROW_COLUMNS.replace(" ", "").split(",")[1:]
+        if c != "prov_path"
+    )
+    + ", prov_path = COALESCE(excluded.prov_path, runs.prov_path)"
+)
+_UPSERT_RECORD = "INSERT OR REPLACE INTO records (run_id, record_json) VALUES (?, ?)"
+_SET_DOCUMENT = "UPDATE runs SET prov_path = ? WHERE run_id = ?"
+_LISTED = (
+    "run_id, session_id, kind, name, cell_sha256, cell_id, execution_count, notebook_path, "
+    "status, error_type, started_at_unix_s, started_at, duration_s, cpu_time_s, energy_j, "
+    "params_json, prov_path"
+)
+# Keys of a plain cell's record; a record with any other key is validated in full.
+_PLAIN_KEYS = frozenset(
+    (
+        "run_id",
+        "session_id",
+        "kind",
+        "cell",
+        "started_at_unix_s",
+        "ended_at_unix_s",
+        "wall_time_s",
+        "cpu_time_s",
+        "status",
+        "error_type",
+    )
+)
+# Lines that say a run is under way (open, progress checkpoints): `recovery` reads them, the
+# index does not, and skipping them unparsed keeps a long run's checkpoints cheap to index.
+_UNDER_WAY_PREFIXES = (b'{"event":"open"', b'{"event":"progress"')
+_START_ORDER = operator.itemgetter(10, 0)  # (started_at_unix_s, run_id) of a _LISTED row
+
+
+class IndexedRun(NamedTuple):
+    """One run as the index lists it: what a table of runs shows, without the full record.
+
+    A NamedTuple, not a frozen dataclass: a listing makes 10,000 of these, and a frozen
+    dataclass costs ~8x more to create.
+    """
+
+    run_id: str
+    session_id: str
+    kind: str
+    name: str | None
+    cell_sha256: str
+    cell_id: str | None
+    execution_count: int | None
+    notebook_path: str | None
+    status: str
+    error_type: str | None
+    started_at_unix_s: float
+    started_at: str  # ISO 8601, UTC
+    duration_s: float
+    cpu_time_s: float
+    energy_j: float | None
+    params: tuple[tuple[str, ParamValue], ...]
+    prov_path: Path | None  # absolute
+
+    @classmethod
+    def of(cls, run: CellRun, prov_path: Path | None) -> IndexedRun:
+        """The index's view of a full record."""
+        total = run.energy.total_j if run.energy is not None and run.energy.readings else None
+        return cls(
+            run_id=run.run_id,
+            session_id=run.session_id,
+            kind=run.kind,
+            name=run.name,
+            cell_sha256=run.cell.sha256,
+            cell_id=run.cell.cell_id,
+            execution_count=run.cell.execution_count,
+            notebook_path=run.cell.notebook_path,
+            status=run.status,
+            error_type=run.error_type,
+            started_at_unix_s=run.started_at_unix_s,
+            started_at=iso_utc(run.started_at_unix_s),
+            duration_s=run.wall_time_s,
+            cpu_time_s=run.cpu_time_s,
+            energy_j=_finite(total),
+            params=tuple(dict((p.name, p.value) for p in run.params).items()),
+            prov_path=prov_path,
+        )
+
+
+def iso_utc(unix_s: float) -> str:
+    """A time as ISO 8601 in UTC (`2026-01-01T12:00:00.123456+00:00`)."""
+    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """Which runs to list: all filters apply, then `last` keeps the newest N."""
+
+    kind: str | None = None
+    name: str | None = None  # a glob pattern (`*`, `?`, `[...]`); exact when it has none
+    failed: bool = False  # only runs whose status is not `ok`
+    last: int | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        if self.kind is not None:
+            clauses.append("kind = ?")
+            args.append(self.kind)
+        if self.name is not None:
+            clauses.append("name GLOB ?")
+            args.append(self.name)
+        if self.failed:
+            clauses.append("status != 'ok'")
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A run's full journal record as the index keeps it, to be decoded by the store."""
+
+    record_json: str
+    prov_path: str | None
+    session_json: str | None
+
+
+@dataclass(slots=True)
+class RefreshStats:
+    """What a reader's catch-up did: how much of the journals it had to parse."""
+
+    journals_read: int = 0
+    lines_parsed: int = 0
+    bad_lines: int = 0
+
+
+def index_path(store_root: Path) -> Path:
+    return store_root / INDEX_NAME
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+def row_of_record(
+    journal: str, run: dict[str, Any], prov_path: str | None, record_json: str
+) -> tuple[Any, ...]:
+    """The index row of a journal record (the dict form written by `run_to_dict`)."""
+    cell = run["cell"]
+    run_id = run["run_id"]
+    if not isinstance(run_id, str) or not isinstance(cell, dict):
+        raise TypeError("not a run record")
+    energy_j = None
+    energy = run.get("energy")
+    if energy and energy["readings"]:
+        energy_j = _finite(sum(_energy_j(r["energy_j"]) for r in energy["readings"]))
+    params = run.get("params")
+    started = _number(run["started_at_unix_s"])
+    count = cell.get("execution_count")
+    if count is not None and (type(count) is not int or not _INT64_MIN <= count <= _INT64_MAX):
+        raise TypeError("an execution count is a 64-bit integer")
+    return (
+        _text(run_id),
+        journal,
+        _text(run["session_id"]),
+        _text(run["kind"]),
+        _text(run.get("name"), optional=True),
+        _text(cell["sha256"]),
+        _text(cell.get("cell_id"), optional=True),
+        count,
+        _text(cell.get("notebook_path"), optional=True),
+        _text(run["status"]),
+        _text(run.get("error_type"), optional=True),
+        started,
+        iso_utc(started),
+        _number(run["wall_time_s"]),
+        _number(run["cpu_time_s"]),
+        energy_j,
+        json.dumps({p["name"]: p["value"] for p in params}) if params else None,
+        _text(prov_path, optional=True),
+        record_json,  # a journal line: json.dumps wrote it as ASCII
+    )
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# The numbers of a record are times a date can hold (years 1 to 9999), or durations and
+# energies far smaller: beyond this range a record is not ours.
+_UNIX_S_RANGE = (-62_135_596_800.0, 253_402_300_799.0)
+_NON_FINITE = ("nan", "inf", "-inf")  # how the journal writes them (strict JSON)
+
+
+def _number(value: Any) -> float:
+    """A finite number of a record (not text, not bool); ValueError/TypeError otherwise."""
+    if type(value) not in (int, float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    number = float(value)
+    if not _UNIX_S_RANGE[0] <= number <= _UNIX_S_RANGE[1]:
+        raise ValueError("a number out of any record's range")
+    return number
+
+
+def _energy_j(value: Any) -> float:
+    """An energy figure: a number, or a non-finite one as the journal writes it."""
+    if value in _NON_FINITE:
+        return float(value)
+    return _number(value)
+
+
+def _text(value: Any, optional: bool = False) -> Any:
+    """A text column: SQLite needs valid UTF-8, so a lone surrogate (a path decoded with
+    surrogateescape) is kept as its `\\udcxx` escape rather than losing the record."""
+    if value is None and optional:
+        return None
+    if type(value) is not str:
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _validated_row(journal: str, entry: dict[str, Any], line: str) -> tuple[Any, ...]:
+    """A row for a `close` line read back from a journal, rejecting what `read_journal` would."""
+    run = entry["run"]
+    if not isinstance(run, dict):
+        raise TypeError("not a run record")
+    if run.keys() - _PLAIN_KEYS:
+        run_from_dict(run)  # a full record: check it decodes, as `Store.runs()` will decode it
+    else:
+        CellRef(**run["cell"])
+        if "ended_at_unix_s" not in run:  # required by run_from_dict
+            raise KeyError("ended_at_unix_s")
+    prov_path = entry.get("prov_path")
+    if prov_path is not None and not isinstance(prov_path, str):
+        raise TypeError("bad prov_path")
+    return row_of_record(journal, run, prov_path, line)
+
+
+def _upsert(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Rows as `row_of_record` makes them: the listed columns, then the full record. A row
+    SQLite refuses is skipped, not the batch; returns how many were."""
+    try:
+        connection.executemany(_UPSERT_RUN, (row[:-1] for row in rows))
+        connection.executemany(_UPSERT_RECORD, ((row[0], row[-1]) for row in rows))
+        return 0
+    except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError, ValueError):
+        pass
+    refused = 0
+    for row in rows:  # the slow way, only after a refusal: upserts are idempotent
+        try:
+            connection.execute(_UPSERT_RUN, row[:-1])
+            connection.execute(_UPSERT_RECORD, (row[0], row[-1]))
+        except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError, ValueError):
+            refused += 1
+    return refused
+
+
+def _forget_journal(connection: sqlite3.Connection, journal: str) -> None:
+    connection.execute(
+        "DELETE FROM records WHERE run_id IN (SELECT run_id FROM runs WHERE journal = ?)",
+        (journal,),
+    )
+    connection.execute("DELETE FROM runs WHERE journal = ?", (journal,))
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+# -- connections -----------------------------------------------------------------------------
+
+
+def _connect(path: Path | None, modes: StoreModes = PRIVATE) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, with a busy timeout."""
+    if path is None:
+        connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    else:
+        if not path.exists():
+            # Created 0600 like every other file of the store; SQLite gives its -wal and -shm
+            # files the same permissions.
+            with contextlib.suppress(FileExistsError):
+                os.close(open_store_file(path, os.O_RDWR | os.O_EXCL, modes))
+        connection = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if path is not None:
+            connection.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL skips the fsync per commit; a lost tail is rebuilt from journals.
+            connection.execute("PRAGMA synchronous = NORMAL")
+        _ensure_schema(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _ensure_schema(connection: sqlite3.Connection) -> None:
+    row = None
+    with contextlib.suppress(sqlite3.OperationalError):  # no meta table yet
+        row = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is not None and row[0] == SCHEMA_VERSION:
+        return
+    with _transaction(connection):
+        row = None
+        with contextlib.suppress(sqlite3.OperationalError):
+            row = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is not None and row[0] == SCHEMA_VERSION:
+            return
+        if row is not None:  # another version's layout: it is derived data, start again
+            for table in ("runs", "records", "sessions", "meta"):
+                connection.execute(f"DROP TABLE IF EXISTS {table}")
+        for statement in _SCHEMA.split(";\n"):
+            if statement.strip():
+                connection.execute(statement)
+        connection.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+        )
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction, taken at once (IMMEDIATE) so that the busy timeout applies."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def is_corrupt(error: sqlite3.Error) -> bool:
+    """Garbage or a damaged file (not a lock or a permission problem)."""
+    if isinstance(error, sqlite3.OperationalError):
+        return False
+    return isinstance(error, sqlite3.DatabaseError)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def discard_index_file(path: Path, inode: int | None) -> None:
+    """Remove a corrupt index (and its side files), unless someone already replaced it."""
+    if inode is not None and _inode(path) != inode:
+        return
+    for suffix in ("", *_SIDE_FILES):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+# -- the reader ------------------------------------------------------------------------------
+
+
+class RunIndex:
+    """The index of one store, brought up to date from the journals before each answer."""
+
+    def __init__(self, store_root: Path, connection: sqlite3.Connection, in_memory: bool) -> None:
+        self.store_root = store_root
+        self.in_memory = in_memory
+        self._connection = connection
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, store_root: Path, modes: StoreModes = PRIVATE) -> RunIndex:
+        """The store's index file, recreated if it is not a database; an in-memory index if
+        it cannot be opened for writing here."""
+        path = index_path(store_root)
+        inode = _inode(path)
+        try:
+            return cls(store_root, _connect(path, modes), in_memory=False)
+        except sqlite3.Error as error:
+            if not is_corrupt(error):
+                return cls.in_memory_index(store_root)
+        discard_index_file(path, inode)
+        try:
+            index = cls(store_root, _connect(path, modes), in_memory=False)
+        except sqlite3.Error:
+            return cls.in_memory_index(store_root)
+        return index
+
+    @classmethod
+    def in_memory_index(cls, store_root: Path) -> RunIndex:
+        return cls(store_root, _connect(None), in_memory=True)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> RunIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- catching up ----------------------------------------------------------------------
+
+    def refresh(self) -> RefreshStats:
+        """Index what the journals hold and the index does not: new lines of known journals,
+        new journals, journals rewritten shorter; forget sessions whose folder is gone."""
+        stats = RefreshStats()
+        on_disk = _journal_sizes(self.store_root / "sessions")
+        with self._lock:
+            connection = self._connection
+            known = dict(connection.execute("SELECT journal, journal_offset FROM sessions"))
+            if all(known.get(j) == size for j, size in on_disk.items()) and known.keys() <= set(
+                on_disk
+            ):
+                return stats
+            with _transaction(connection):
+                # Read again inside the transaction: a writer may have moved on meanwhile.
+                known = dict(connection.execute("SELECT journal, journal_offset FROM sessions"))
+                for journal in known.keys() - set(on_disk):
+                    _forget_journal(connection, journal)
+                    connection.execute("DELETE FROM sessions WHERE journal = ?", (journal,))
+                for journal, size in sorted(on_disk.items()):
+                    offset = known.get(journal)
+                    if offset == size:
+                        continue
+                    if offset is not None and offset > size:  # rewritten: read it again
+                        _forget_journal(connection, journal)
+                        offset = None
+                    self._catch_up(journal, offset, stats)
+        return stats
+
+    def _catch_up(self, journal: str, offset: int | None, stats: RefreshStats) -> None:
+        connection = self._connection
+        start = offset or 0
+        path = self.store_root / "sessions" / journal / "journal.jsonl"
+        try:
+            with path.open("rb") as handle:
+                handle.seek(start)
+                data = handle.read()
+        except OSError:
+            return
+        # Only whole lines: the writer may be in the middle of one.
+        complete = data.rfind(b"\n") + 1
+        stats.journals_read += 1
+        session_json: str | None = None
+        rows: list[tuple[Any, ...]] = []
+        documents: list[tuple[str, str]] = []
+        for raw in data[:complete].splitlines():
+            if raw.startswith(_UNDER_WAY_PREFIXES) or not raw.strip():
+                continue
+            stats.lines_parsed += 1
+            line = raw.decode("utf-8", errors="replace")
+            try:
+                entry = json.loads(line)
+                event = entry["event"]
+                if event == "close":
+                    rows.append(_validated_row(journal, entry, line))
+                elif event == "document":
+                    path_text = entry["path"]
+                    if not isinstance(path_text, str):
+                        raise TypeError("bad path")
+                    documents += [(path_text, run_id) for run_id in entry["run_ids"]]
+                elif event == "session":
+                    session_from_dict(entry["session"])
+                    session_json = json.dumps(entry["session"])
+            except (
+                ValueError,
+                KeyError,
+                TypeError,
+                RecursionError,
+                AttributeError,
+                OverflowError,
+            ):
+                stats.bad_lines += 1
+        connection.execute(
+            "INSERT INTO sessions (journal, session_json, journal_offset) VALUES (?, ?, ?) "
+            "ON CONFLICT (journal) DO UPDATE SET journal_offset = excluded.journal_offset, "
+            "session_json = COALESCE(excluded.session_json, sessions.session_json)",
+            (journal, session_json, start + complete),
+        )
+        stats.bad_lines += _upsert(connection, rows)
+        connection.executemany(_SET_DOCUMENT, documents)
+
+    # -- answering ------------------------------------------------------------------------
+
+    def query(self, query: RunQuery = RunQuery()) -> list[IndexedRun]:
+        """The runs that match, oldest first."""
+        where, args = query.where()
+        if query.last is None:
+            # Sorting here beats reading the table in index order (~30 % of a full listing).
+            sql = f"SELECT {_LISTED} FROM runs{where}"
+        elif query.last <= 0:
+            return []
+        else:
+            sql = (
+                f"SELECT {_LISTED} FROM runs{where} "
+                f"ORDER BY started_at_unix_s DESC, run_id DESC LIMIT {int(query.last)}"
+            )
+        with self._lock:
+            rows = self._connection.execute(sql, args).fetchall()
+        if query.last is None:
+            rows.sort(key=_START_ORDER)
+        else:
+            rows.reverse()
+        root = self.store_root
+        # Plain cells share documents of many cells: make each path (costly in pathlib) once.
+        paths = {relpath: root / relpath for relpath in {row[16] for row in rows} if relpath}
+        make = IndexedRun._make
+        return [
+            make(
+                (
+                    *row[:15],
+                    tuple(json.loads(row[15]).items()) if row[15] else (),
+                    paths.get(row[16]),
+                )
+            )
+            for row in rows
+        ]
+
+    def count(self, query: RunQuery = RunQuery()) -> int:
+        """How many runs match the query's filters (ignoring `last`)."""
+        where, args = query.where()
+        with self._lock:
+            (total,) = self._connection.execute(
+                f"SELECT COUNT(*) FROM runs{where}", args
+            ).fetchone()
+        return int(total)
+
+    def records(
+        self, run_ids: Sequence[str] | None = None, session_id: str | None = None
+    ) -> list[StoredRecord]:
+        """Full records, oldest first: all of them, those of one session, or of `run_ids`."""
+        sql = (
+            "SELECT c.record_json, r.prov_path, s.session_json FROM runs r "
+            "JOIN records c ON c.run_id = r.run_id "
+            "LEFT JOIN sessions s ON s.journal = r.journal"
+        )
+        order = " ORDER BY r.started_at_unix_s, r.run_id"
+        with self._lock:
+            if run_ids is None and session_id is None:
+                rows = self._connection.execute(sql + order).fetchall()
+            elif run_ids is None:
+                rows = self._connection.execute(
+                    sql + " WHERE r.session_id = ?" + order, (session_id,)
+                ).fetchall()
+            else:
+                rows = []
+                for run_id in run_ids:
+                    rows += self._connection.execute(sql + " WHERE r.run_id = ?", (run_id,))
+        return [StoredRecord(*row) for row in rows]
+
+    def matching_ids(self, run_ref: str) -> list[str]:
+        """The id equal to `run_ref`, else every id that ends with it."""
+        with self._lock:
+            exact = self._connection.execute(
+                "SELECT run_id FROM runs WHERE run_id = ?", (run_ref,)
+            ).fetchall()
+            if exact:
+                return [exact[0][0]]
+            rows = self._connection.execute(
+                "SELECT run_id FROM runs WHERE length(run_id) >= ? AND substr(run_id, -?) = ? "
+                "ORDER BY started_at_unix_s, run_id",
+                (len(run_ref), len(run_ref), run_ref),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+
+def _journal_sizes(sessions_dir: Path) -> dict[str, int]:
+    """Each session folder's journal size in bytes (one stat each)."""
+    sizes: dict[str, int] = {}
+    try:
+        entries = list(os.scandir(sessions_dir))
+    except OSError:
+        return sizes
+    for entry in entries:
+        try:
+            if entry.is_dir():
+                sizes[entry.name] = os.stat(os.path.join(entry.path, "journal.jsonl")).st_size
+        except OSError:
+            continue
+    return sizes
+
+
+# -- the writer's side -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class IndexBatch:
+    """What one drain of a store writer journaled, to be indexed in one transaction."""
+
+    session_json: str | None = None
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    documents: list[tuple[str, str]] = field(default_factory=list)
+    # False when a journaled record could not be made a row: the batch then leaves the
+    # journal offset where it is, and readers index that record from the journal.
+    complete: bool = True
+
+    def add_close(
+        self, journal: str, run: dict[str, Any], prov_path: str | None, line: str
+    ) -> None:
+        try:
+            self.rows.append(row_of_record(journal, run, prov_path, line.rstrip("\n")))
+        except (KeyError, TypeError, ValueError, OverflowError):
+            self.complete = False
+
+    def add_document(self, path: str, run_ids: Iterable[str]) -> None:
+        self.documents += [(path, run_id) for run_id in run_ids]
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.documents or self.session_json is not None)
+
+
+class IndexWriter:
+    """One store writer's connection to the index, opened lazily in the writer thread.
+
+    `commit` upserts a batch and moves the session's journal offset to `journal_end`, but only
+    when every journal line from the stored offset on is covered by batches this writer has
+    indexed since `clean_since` (else readers catch up from the journal, as they always can).
+    """
+
+    def __init__(self, store_root: Path, journal: str, modes: StoreModes = PRIVATE) -> None:
+        self.path = index_path(store_root)
+        self.journal = journal
+        self.modes = modes
+        self._connection: sqlite3.Connection | None = None
+        self._inode: int | None = None
+
+    def commit(
+        self, batch: IndexBatch, clean_since: int | None, journal_end: int, restart: bool = False
+    ) -> None:
+        """Raises sqlite3.Error (or OSError) when the index cannot take the batch now.
+
+        `restart`: the journal was removed and begun again, so what the index held of it is
+        forgotten first and its offset counts from the new file's start."""
+        connection = self._connect()
+        try:
+            with _transaction(connection):
+                if restart:
+                    _forget_journal(connection, self.journal)
+                    connection.execute(
+                        "UPDATE sessions SET journal_offset = 0 WHERE journal = ?", (self.journal,)
+                    )
+                row = connection.execute(
+                    "SELECT journal_offset FROM sessions WHERE journal = ?", (self.journal,)
+                ).fetchone()
+                stored = row[0] if row else 0
+                covered = batch.complete and clean_since is not None and stored >= clean_since
+                offset = max(stored, journal_end) if covered else stored
+                connection.execute(
+                    "INSERT INTO sessions (journal, session_json, journal_offset) "
+                    "VALUES (?, ?, ?) ON CONFLICT (journal) DO UPDATE SET "
+                    "journal_offset = excluded.journal_offset, "
+                    "session_json = COALESCE(excluded.session_json, sessions.session_json)",
+                    (self.journal, batch.session_json, offset),
+                )
+                _upsert(connection, batch.rows)
+                connection.executemany(_SET_DOCUMENT, batch.documents)
+        except sqlite3.Error:
+            self.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        # A reader may have replaced a corrupt index: follow the file, not the old inode.
+        if self._connection is not None and _inode(self.path) != self._inode:
+            self.close()
+        if self._connection is None:
+            if not self.path.parent.is_dir():
+                raise FileNotFoundError(self.path.parent)
+            self._connection = _connect(self.path, self.modes)
+            self._inode = _inode(self.path)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None

@@ -1,0 +1,267 @@
+"""The on-disk store: where things live, atomic writes, and reading runs back.
+
+<store>/sessions/<session_id>/journal.jsonl          append-only event log
+<store>/sessions/<session_id>/session.prov.json      PROV-JSON of the session's plain cells
+<store>/sessions/<session_id>/runs/<run_id>.prov.json        one per %%provrun
+<store>/sessions/<session_id>/runs/<run_id>.<role>.parquet   its data files
+<store>/index.sqlite                                 every closed run, derived from the journals
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from jupyter_prov4ml.records import CellRun, SessionInfo
+from jupyter_prov4ml.store.journal import (
+    JournalState,
+    read_journal,
+    run_from_dict,
+    session_from_dict,
+)
+
+if TYPE_CHECKING:
+    from jupyter_prov4ml.store.index import IndexedRun, RunIndex, RunQuery, StoredRecord
+
+T = TypeVar("T")
+
+STORE_ENV = "JUPYTER_PROV4ML_STORE"
+STORE_MODE_ENV = "JUPYTER_PROV4ML_STORE_MODE"
+DEFAULT_DIRNAME = "prov4ml"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreModes:
+    """Permission bits of what the store creates: the user's only, unless configured."""
+
+    directory: int = 0o700
+    file: int = 0o600
+
+    @property
+    def private(self) -> bool:
+        return self == PRIVATE
+
+
+PRIVATE = StoreModes()
+
+
+def resolve_store_modes(environ: Mapping[str, str]) -> StoreModes:
+    """`$JUPYTER_PROV4ML_STORE_MODE` (a folder mode in octal, e.g. `750` to let the group
+    read the store, `770` to let it write; files get the same bits without execute), else
+    private. Raises ValueError for a value that is not such a mode."""
+    text = environ.get(STORE_MODE_ENV, "").strip()
+    if not text:
+        return PRIVATE
+    try:
+        bits = int(text, 8)
+    except ValueError:
+        raise ValueError(f"{STORE_MODE_ENV}={text!r} is not an octal mode such as 750") from None
+    if not 0 <= bits <= 0o777 or bits & 0o700 != 0o700:
+        raise ValueError(f"{STORE_MODE_ENV}={text!r}: the owner needs rwx (7xx), e.g. 750")
+    return StoreModes(bits, bits & 0o666)
+
+
+def resolve_store_root(environ: Mapping[str, str], cwd: Path) -> Path:
+    """`$JUPYTER_PROV4ML_STORE`, else `prov4ml/` in the kernel's working directory."""
+    configured = environ.get(STORE_ENV)
+    root = Path(configured).expanduser() if configured else cwd / DEFAULT_DIRNAME
+    return root if root.is_absolute() else (cwd / root)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRun:
+    """A run as the store knows it: its record and the PROV document that holds it."""
+
+    run: CellRun
+    session: SessionInfo | None
+    prov_path: Path | None
+
+
+class Store:
+    """Paths and file operations of one store directory."""
+
+    def __init__(
+        self,
+        root: Path,
+        modes: StoreModes = PRIVATE,
+        on_damage: Callable[[str], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.modes = modes
+        # Told (one line) when reading skipped damaged journal lines; what is valid is kept.
+        self.on_damage = on_damage
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.root / "sessions"
+
+    def session_dir(self, session_id: str) -> Path:
+        return self.sessions_dir / session_id
+
+    def journal_path(self, session_id: str) -> Path:
+        return self.session_dir(session_id) / "journal.jsonl"
+
+    def cells_document_path(self, session_id: str, sequence: int) -> Path:
+        return self.session_dir(session_id) / f"cells-{sequence:04d}.prov.json"
+
+    def run_path(self, run: CellRun, suffix: str) -> Path:
+        return self.session_dir(run.session_id) / "runs" / f"{run.run_id}{suffix}"
+
+    def relpath(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def journals(self) -> Iterator[tuple[str, JournalState]]:
+        try:
+            entries = sorted(self.sessions_dir.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            journal = entry / "journal.jsonl"
+            if journal.is_file():
+                yield entry.name, read_journal(journal)
+
+    def runs(self, session_id: str | None = None) -> list[StoredRun]:
+        """Every closed run in the store (or of one kernel session), oldest first, read
+        through the index, which catches up from the journals first."""
+        records = self._with_index(lambda index: index.records(session_id=session_id))
+        return self._decode(records)
+
+    def query(self, query: RunQuery | None = None) -> list[IndexedRun]:
+        """The runs a listing shows (filtered, oldest first), without decoding full records."""
+        return self.listing(query)[0]
+
+    def listing(self, query: RunQuery | None = None) -> tuple[list[IndexedRun], int]:
+        """`query`'s runs, and how many matched its filters before `last` kept the newest."""
+        from jupyter_prov4ml.store.index import RunQuery
+
+        wanted = query if query is not None else RunQuery()
+        return self._with_index(lambda index: (index.query(wanted), index.count(wanted)))
+
+    def find(self, run_ref: str) -> StoredRun:
+        """The run whose id is `run_ref`, or ends with it (a unique suffix is enough)."""
+
+        def lookup(index: RunIndex) -> list[StoredRecord]:
+            matches = index.matching_ids(run_ref)
+            if len(matches) > 1:
+                raise LookupError(f"{run_ref!r} matches {len(matches)} runs; give more of the id")
+            return index.records(matches)
+
+        found = self._decode(self._with_index(lookup))
+        if not found:
+            raise LookupError(f"no run {run_ref!r} in {self.root}")
+        return found[0]
+
+    def _with_index(self, answer: Callable[[RunIndex], T]) -> T:
+        """`answer` from an up-to-date index: rebuilt when corrupt, in memory when the file
+        cannot be written here (a read-only copy of a store)."""
+        import sqlite3
+
+        from jupyter_prov4ml.store.index import RunIndex, discard_index_file, index_path, is_corrupt
+
+        if not self.sessions_dir.is_dir():
+            # Nothing recorded yet: answer from an empty index, and create no files.
+            with RunIndex.in_memory_index(self.root) as empty:
+                return answer(empty)
+        for attempt in range(2):
+            index = RunIndex.open(self.root, self.modes)
+            try:
+                self._report(index.refresh().bad_lines)
+                return answer(index)
+            # Values no writer of ours stores (text where a number belongs, a params column
+            # that is not a JSON object): the index was damaged; it is rebuilt like a corrupt one.
+            except (sqlite3.Error, ValueError, TypeError, AttributeError) as error:
+                damaged = not isinstance(error, sqlite3.Error) or is_corrupt(error)
+                if attempt == 0 and damaged and not index.in_memory:
+                    index.close()
+                    discard_index_file(index_path(self.root), None)
+                    continue
+            finally:
+                index.close()
+            break
+        with RunIndex.in_memory_index(self.root) as fallback:
+            self._report(fallback.refresh().bad_lines)
+            return answer(fallback)
+
+    def _report(self, bad_lines: int) -> None:
+        if bad_lines and self.on_damage is not None:
+            self.on_damage(
+                f"skipped {bad_lines} damaged journal line(s) in {self.root}; "
+                "every valid run is still listed"
+            )
+
+    def _decode(self, records: Iterable[StoredRecord]) -> list[StoredRun]:
+        sessions: dict[str | None, SessionInfo | None] = {}
+        found: list[StoredRun] = []
+        for record in records:
+            try:
+                run = run_from_dict(json.loads(record.record_json)["run"])
+            except (ValueError, KeyError, TypeError, RecursionError):
+                continue
+            session_json = record.session_json
+            if session_json not in sessions:
+                try:
+                    sessions[session_json] = session_from_dict(json.loads(session_json or ""))
+                except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
+                    sessions[session_json] = None  # the run is still the run without it
+            session = sessions[session_json]
+            prov = self.root / record.prov_path if record.prov_path else None
+            found.append(StoredRun(run, session, prov))
+        return found
+
+
+def atomic_write_bytes(path: Path, data: bytes, modes: StoreModes = PRIVATE) -> None:
+    """Write `data` to `path` so readers see the old file or the new one, never half of one."""
+    make_private_dirs(path.parent, modes)
+    # mkstemp creates the file 0600: provenance stays readable by the user only.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        if not modes.private:
+            os.fchmod(fd, modes.file)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def open_store_file(path: Path, flags: int, modes: StoreModes = PRIVATE) -> int:
+    """`os.open` with O_CREAT: a new file gets the store's file mode, which the umask may not
+    narrow (a store shared with the group stays shared)."""
+    fd = os.open(path, flags | os.O_CREAT, modes.file)
+    if not modes.private:
+        os.fchmod(fd, modes.file)
+    return fd
+
+
+def make_private_dirs(path: Path, modes: StoreModes = PRIVATE) -> None:
+    """`mkdir -p` with new folders readable by the user only (0700), or as configured."""
+    if path.is_dir():
+        return
+    make_private_dirs(path.parent, modes)
+    try:
+        path.mkdir(mode=modes.directory)
+    except FileExistsError:
+        return
+    if not modes.private:
+        os.chmod(path, modes.directory)  # the umask must not take the group's bits away
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

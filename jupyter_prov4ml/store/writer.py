@@ -1,0 +1,556 @@
+"""The store writer thread: every file the extension writes is written here, off the cell.
+
+Cell hooks only append to a deque; this thread turns what they appended into journal lines,
+data files and PROV documents, and adds the runs it closed to the store's index (one SQLite
+transaction per drained batch). When the store cannot be written, records wait in memory
+(bounded) and are written when it works again; the user hears about it once, via `Notices`.
+The index is derived data: when it cannot be written, readers rebuild it from the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from jupyter_prov4ml.capture.recorder import (
+    ClosedCell,
+    OpenWindow,
+    build_run,
+    link_fields,
+    links_payload,
+)
+from jupyter_prov4ml.notices import Notices
+from jupyter_prov4ml.records import CellRun, DataFile, SessionInfo
+from jupyter_prov4ml.redaction import redact_source
+from jupyter_prov4ml.store.journal import encode_line, jsonable, run_to_dict, session_to_dict
+from jupyter_prov4ml.store.layout import (
+    Store,
+    StoreModes,
+    atomic_write_bytes,
+    make_private_dirs,
+    open_store_file,
+)
+
+if TYPE_CHECKING:
+    from prov.model import ProvDocument
+
+    from jupyter_prov4ml.store.index import IndexBatch, IndexWriter
+    from jupyter_prov4ml.store.recovery import SessionLock
+
+DEFAULT_PERIOD_S = 0.5
+DEFAULT_MAX_PENDING = 20_000
+# Plain cells go into PROV documents of at most this many cells, each written once: saving
+# never re-serializes the whole session, and memory held for the next document is bounded.
+CELLS_PER_DOCUMENT = 2_000
+_NOTICE_KEY = "store"
+
+
+class SeriesFile(Protocol):
+    """A data file of a run (samples, metrics), encoded in the writer thread.
+
+    `encode` returns the file's bytes (empty: no file) and record fields it fills in (such as
+    metric summaries, computed while encoding).
+    """
+
+    @property
+    def role(self) -> str: ...
+
+    def encode(self) -> tuple[bytes, dict[str, Any]]: ...
+
+
+class _Line(NamedTuple):
+    event: str
+    payload: dict[str, Any]
+
+
+class _Opened(NamedTuple):
+    window: OpenWindow
+    kind: str
+    details: dict[str, Any] | None
+
+
+@dataclasses.dataclass(slots=True)
+class _RunJob:
+    run: CellRun
+    files: Sequence[SeriesFile]
+    future: Future[ProvDocument]
+    document: ProvDocument | None = None
+    encoded: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class _FlushMarker:
+    done: threading.Event
+    write_documents: bool
+
+
+_Item = _Line | _Opened | ClosedCell | _RunJob | _FlushMarker
+
+
+class StoreWriter:
+    """Writes one kernel session's records into a `Store` from a daemon thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        session: SessionInfo,
+        notices: Notices,
+        period_s: float = DEFAULT_PERIOD_S,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        resumed: bool = False,
+    ) -> None:
+        """`resumed`: write into the journal of an earlier session (that `recovery` holds the
+        lock of) instead of starting one: no session line, no lock, no recovery pass."""
+        self.store = store
+        self.session = session
+        self.notices = notices
+        self.period_s = period_s
+        self.max_pending = max_pending
+        self._pending: deque[_Item] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._drain_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._journal: IO[str] | None = None
+        self._failing = False
+        self._undocumented: list[ClosedCell] = []
+        self._documents_written = 0
+        # The index: rows of what this drain journaled, and the journal offset since which
+        # every line this writer wrote is in the index (None: unknown, until the next open).
+        # Made on first use, in the writer thread: `%load_ext` does not import sqlite3.
+        self._index: IndexWriter | None = None
+        self._index_batch_now: IndexBatch | None = None
+        self._index_clean_since: int | None = None
+        self._index_synced_to = -1
+        self._index_restart = False
+        self._journal_begun = False
+        self._resumed = resumed
+        # Held while the session lives, so `recovery` can tell a dead kernel from a busy one.
+        self._lock: SessionLock | None = None
+        if not resumed:
+            self._pending.append(_Line("session", {"session": session_to_dict(session)}))
+
+    # -- main-thread side: cheap ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name="jupyter-prov4ml-writer", daemon=True
+        )
+        self._thread.start()
+
+    def opened(self, window: OpenWindow, kind: str, details: dict[str, Any] | None = None) -> None:
+        """A cell started; `details` (JSON-ready) is what recovery would need beyond it."""
+        self._append(_Opened(window, kind, details))
+
+    def progress(self, payload: dict[str, Any]) -> None:
+        """A running `%%provrun`'s checkpoint (from the sampler thread): journaled and flushed
+        now, so a killed kernel loses at most one checkpoint period."""
+        self._append(_Line("progress", payload))
+        self._wake.set()
+
+    def closed_cell(self, cell: ClosedCell) -> None:
+        self._append(cell)
+
+    def submit_run(self, run: CellRun, files: Sequence[SeriesFile]) -> Future[ProvDocument]:
+        """Queue a run with its own document and data files; the future gives the document."""
+        job = _RunJob(run, files, Future())
+        self._append(job)
+        self._wake.set()
+        return job.future
+
+    def flush(self, timeout_s: float = 10.0, session_document: bool = True) -> bool:
+        """Write everything queued so far (and a PROV document of the plain cells not yet in
+        one). False if that did not finish within `timeout_s` (e.g. the store is unwritable)."""
+        marker = _FlushMarker(threading.Event(), session_document)
+        self._append(marker)
+        if self._thread is None or not self._thread.is_alive():
+            self._drain()
+        else:
+            self._wake.set()
+        return marker.done.wait(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Flush, stop the thread and close the journal."""
+        flushed = self.flush(timeout_s)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        with self._drain_lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+            if self._index is not None:
+                self._index.close()
+            if self._lock is not None and flushed:
+                # Everything is written: there is nothing left for recovery to look at.
+                self._lock.release(remove=True)
+                self._lock = None
+        return flushed
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def _append(self, item: _Item) -> None:
+        self._pending.append(item)
+        if len(self._pending) > self.max_pending:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        # Keep the session header and run jobs. Progress checkpoints go first: they only
+        # insure against a crash, and the run's close carries all they hold. Then plain cells.
+        for index, item in enumerate(self._pending):
+            if isinstance(item, _Line) and item.event == "progress":
+                del self._pending[index]
+                self.notices.warn(
+                    "store-dropped-progress",
+                    "store unwritable for long; dropping crash checkpoints of running cells "
+                    "(each run is still saved when it ends)",
+                )
+                return
+        for index, item in enumerate(self._pending):
+            if isinstance(item, _Opened | ClosedCell):
+                del self._pending[index]
+                self.notices.warn(
+                    "store-dropped",
+                    "store unwritable for long; dropping the oldest cell records "
+                    f"(kept the last {self.max_pending})",
+                )
+                return
+
+    # -- writer thread ----------------------------------------------------------------------
+
+    def _claim_session(self) -> None:
+        """Take this session's lock before anything is journaled (retried on first write if
+        the store is unwritable now)."""
+        if self._resumed or self._lock is not None:
+            return
+        from jupyter_prov4ml.store.recovery import SessionLock
+
+        with contextlib.suppress(OSError):
+            session_dir = self.store.session_dir(self.session.session_id)
+            self._lock = SessionLock.hold(session_dir, self.store.modes)
+
+    def _recover_crashed(self) -> None:
+        """Finalise the runs of kernels that died on this store (once, at start-up)."""
+        if self._resumed:
+            return
+        from jupyter_prov4ml.store.recovery import recover_store
+
+        try:
+            recovered = recover_store(self.store, self.notices)
+        except Exception as error:  # noqa: BLE001 - recovery must never cost this session
+            self.notices.warn("recovery", f"could not recover crashed runs ({error!r})")
+            return
+        if recovered:
+            self.notices.warn("recovered", recovered.describe())
+
+    def _run(self) -> None:
+        self._claim_session()
+        self._recover_crashed()
+        while not self._stop.is_set():
+            self._wake.wait(self.period_s)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        with self._drain_lock:
+            try:
+                if self._pending:
+                    self._reopen_if_removed()
+                while self._pending:
+                    item = self._pending[0]
+                    try:
+                        self._write(item)
+                    except OSError:
+                        raise
+                    # A record we cannot encode is our bug, not the store's: drop that one
+                    # record, say so once, and keep writing the others.
+                    except Exception as error:  # noqa: BLE001
+                        self._give_up_on(item, error)
+                    self._pending.popleft()
+                if self._journal is not None:
+                    self._journal.flush()
+                self._sync_index()
+            except OSError as error:
+                self._on_failure(error)
+                return
+            if self._failing:
+                self._failing = False
+                self.notices.reset(_NOTICE_KEY)
+                self.notices.warn("store-recovered", f"store {self.store.root} is writable again")
+
+    def _reopen_if_removed(self) -> None:
+        """If our journal was deleted (the store or session folder removed under us), start a
+        new one, headed by the session line, instead of writing into a file nobody can see."""
+        if self._journal is None:
+            return
+        path = self.store.journal_path(self.session.session_id)
+        try:
+            if os.path.samestat(os.fstat(self._journal.fileno()), os.stat(path)):
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # cannot tell now; the write itself will say if the store is gone
+        with contextlib.suppress(OSError):
+            self._journal.close()
+        self._journal = None  # `_journal_line` starts the new one
+        if self._lock is not None:
+            self._lock.release(remove=False)
+            self._lock = None
+        self.notices.warn(
+            "store-removed",
+            f"the provenance store's files under {self.store.root} were removed; "
+            "recording from now on into new ones",
+        )
+
+    def _give_up_on(self, item: _Item, error: Exception) -> None:
+        if isinstance(item, _RunJob) and not item.future.done():
+            item.future.set_exception(error)
+        if isinstance(item, _FlushMarker):
+            item.done.set()
+        self.notices.warn("writer-bug", f"could not save a record ({error!r}); it was skipped")
+
+    def _on_failure(self, error: OSError) -> None:
+        self._failing = True
+        # Lines buffered for the journal may be lost: index nothing that the journal lacks.
+        self._index_batch_now = None
+        self._index_clean_since = None
+        self.notices.reset("store-recovered")
+        if self._journal is not None:
+            with contextlib.suppress(OSError):
+                self._journal.close()
+            self._journal = None
+        self.notices.warn(
+            _NOTICE_KEY,
+            f"cannot write provenance to {self.store.root} ({error.strerror or error}); "
+            "keeping records in memory and retrying",
+        )
+
+    def _write(self, item: _Item) -> None:
+        """Write one item; raises OSError to be retried later."""
+        if isinstance(item, _Line):
+            # A checkpoint may carry a parameter that is NaN: strict JSON needs it as text.
+            payload = jsonable(item.payload) if item.event == "progress" else item.payload
+            self._journal_line(item.event, payload)
+            if item.event == "session":
+                self._index_batch().session_json = json.dumps(item.payload["session"])
+        elif isinstance(item, _Opened):
+            window = item.window
+            # Its close is already queued behind it: an open line would only cost space.
+            if window.closed:
+                return
+            self._journal_line(
+                "open",
+                {
+                    "run_id": window.run_id,
+                    "kind": item.kind,
+                    "cell_sha256": window.sha256,
+                    "cell_id": window.cell_id,
+                    "started_at_unix_s": window.started_unix_s,
+                    "source": redact_source(window.source),
+                    "notebook_path": self.session.notebook_path,
+                    **jsonable(item.details or {}),
+                },
+            )
+        elif isinstance(item, ClosedCell):
+            payload = self._cell_payload(item)
+            line = self._journal_line("close", {"run": payload})
+            self._index_batch().add_close(self.session.session_id, payload, None, line)
+            self._undocumented.append(item)
+            if len(self._undocumented) >= CELLS_PER_DOCUMENT:
+                self._write_cells_document()
+        elif isinstance(item, _RunJob):
+            self._write_run(item)
+        else:
+            # Everything before the marker must be readable by whoever waits on it: push the
+            # journal's buffer to the OS before saying so.
+            if self._journal is not None:
+                self._journal.flush()
+            if item.write_documents and self._undocumented:
+                self._write_cells_document()
+            # Whoever waits on the marker may list runs next: index what came before it.
+            if self._journal is not None:
+                self._journal.flush()
+            self._sync_index()
+            item.done.set()
+
+    def _cell_payload(self, cell: ClosedCell) -> dict[str, Any]:
+        """The journal form of a plain cell, written out by hand: `dataclasses.asdict` costs
+        ~10× more, and this runs once per executed cell. Same shape as `run_to_dict`."""
+        window = cell.window
+        wall_s = (cell.ended_perf_ns - window.started_perf_ns) / 1e9
+        return {
+            "run_id": window.run_id,
+            "session_id": self.session.session_id,
+            "kind": "cell",
+            "cell": {
+                "sha256": window.sha256,
+                "source": redact_source(window.source),
+                "cell_id": window.cell_id,
+                "execution_count": cell.execution_count,
+                "notebook_path": self.session.notebook_path,
+            },
+            "started_at_unix_s": window.started_unix_s,
+            "ended_at_unix_s": window.started_unix_s + wall_s,
+            "wall_time_s": wall_s,
+            "cpu_time_s": (cell.ended_cpu_ns - window.started_cpu_ns) / 1e9,
+            "status": cell.status,
+            "error_type": cell.error_type,
+            **links_payload(cell.links),
+        }
+
+    def _write_cells_document(self) -> None:
+        """One PROV document for the plain cells journaled since the last one."""
+        from jupyter_prov4ml import provmodel
+
+        runs = [
+            build_run(
+                self.session.session_id,
+                self.session.notebook_path,
+                cell.window,
+                cell.ended_perf_ns,
+                cell.ended_cpu_ns,
+                "cell",
+                cell.status,
+                cell.error_type,
+                cell.execution_count,
+                **link_fields(cell.links),
+            )
+            for cell in self._undocumented
+        ]
+        document = provmodel.session_document(runs, self.session)
+        path = self.store.cells_document_path(self.session.session_id, self._documents_written)
+        atomic_write_bytes(path, provmodel.serialize(document).encode("utf-8"), self.store.modes)
+        relpath = self.store.relpath(path)
+        run_ids = [run.run_id for run in runs]
+        self._journal_line("document", {"path": relpath, "run_ids": run_ids})
+        self._index_batch().add_document(relpath, run_ids)
+        self._documents_written += 1
+        self._undocumented = []
+
+    def _write_run(self, job: _RunJob) -> None:
+        from jupyter_prov4ml import provmodel
+
+        run = job.run
+        if not job.encoded:
+            data_files, fields = [], {}
+            for series in job.files:
+                data, filled = series.encode()
+                fields.update(filled)
+                if data:
+                    data_files.append(self._data_file(run, series.role, data))
+            run = job.run = dataclasses.replace(run, data_files=tuple(data_files), **fields)
+            job.encoded = True
+        if job.document is None:
+            job.document = provmodel.run_document(run, self.session)
+            job.future.set_result(job.document)
+        path = self.store.run_path(run, ".prov.json")
+        data = provmodel.serialize(job.document).encode("utf-8")
+        atomic_write_bytes(path, data, self.store.modes)
+        record, relpath = run_to_dict(run), self.store.relpath(path)
+        line = self._journal_line("close", {"run": record, "prov_path": relpath})
+        self._index_batch().add_close(self.session.session_id, record, relpath, line)
+
+    def _data_file(self, run: CellRun, role: str, data: bytes) -> DataFile:
+        path = self.store.run_path(run, f".{role}.parquet")
+        atomic_write_bytes(path, data, self.store.modes)
+        return DataFile(
+            role=role,
+            relpath=self.store.relpath(path),
+            sha256=hashlib.sha256(data).hexdigest(),
+            size_bytes=len(data),
+            media_type="application/vnd.apache.parquet",
+        )
+
+    def _journal_line(self, event: str, payload: dict[str, Any]) -> str:
+        if self._journal is None:
+            self._open_journal(event)
+            assert self._journal is not None
+        line = encode_line(event, payload)
+        self._journal.write(line)
+        return line
+
+    def _open_journal(self, first_event: str) -> None:
+        self._claim_session()
+        path = self.store.journal_path(self.session.session_id)
+        self._journal = _open_private_append(path, self.store.modes)
+        size = os.fstat(self._journal.fileno()).st_size
+        if size and _last_byte(path) != b"\n":
+            # A writer died mid-line (recovery resumes such journals): end that line, or the
+            # next one would be glued to it and both lost.
+            self._journal.write("\n")
+            size += 1
+        if size == 0:
+            if self._journal_begun:
+                # Ours was removed under us: the index forgets what it held of the old file.
+                self._index_restart = True
+                self._index_clean_since = None
+                self._index_synced_to = -1
+            if first_event != "session":  # a journal always starts with its session
+                session = session_to_dict(self.session)
+                self._journal.write(encode_line("session", {"session": session}))
+                self._index_batch().session_json = json.dumps(session)
+        self._journal_begun = True
+        if self._index_clean_since is None:
+            self._index_clean_since = size
+
+    def _index_batch(self) -> IndexBatch:
+        """The rows this drain has journaled so far, to be indexed by `_sync_index`."""
+        if self._index_batch_now is None:
+            from jupyter_prov4ml.store.index import IndexBatch
+
+            self._index_batch_now = IndexBatch()
+        return self._index_batch_now
+
+    def _sync_index(self) -> None:
+        """Index what this drain journaled (the journal is flushed): one transaction. The index
+        is derived data, so a failure here only costs readers a catch-up from the journal."""
+        if self._journal is None:
+            return
+        batch = self._index_batch()
+        self._index_batch_now = None
+        journal_end = os.fstat(self._journal.fileno()).st_size
+        if not batch and journal_end == self._index_synced_to:
+            return
+        if self._index is None:
+            from jupyter_prov4ml.store.index import IndexWriter
+
+            self._index = IndexWriter(self.store.root, self.session.session_id, self.store.modes)
+        try:
+            self._index.commit(batch, self._index_clean_since, journal_end, self._index_restart)
+            self._index_restart = False
+        except (sqlite3.Error, OSError):
+            # Lines after this point go into later batches; readers index the ones before.
+            self._index_clean_since = journal_end
+            return
+        self._index_synced_to = journal_end
+        if not batch.complete:
+            self._index_clean_since = journal_end
+
+
+def _open_private_append(path: Path, modes: StoreModes) -> IO[str]:
+    """Open for appending, creating the folders (0700) and the file (0600) for the user only
+    (or as configured)."""
+    make_private_dirs(path.parent, modes)
+    fd = open_store_file(path, os.O_WRONLY | os.O_APPEND, modes)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as journal:
+        journal.seek(-1, os.SEEK_END)
+        return journal.read(1)

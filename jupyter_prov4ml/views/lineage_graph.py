@@ -1,0 +1,103 @@
+"""What `%prov stale` and `%prov graph` show: stale cells and the session's lineage graph."""
+
+from __future__ import annotations
+
+import html
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_prov4ml.lineage.links import StaleCell
+from jupyter_prov4ml.records import CellRun
+
+
+@dataclass(frozen=True)
+class StaleReport:
+    """The cells whose last output may no longer hold, each with its reasons."""
+
+    cells: Sequence[StaleCell]
+
+    def _rows(self) -> list[tuple[str, str]]:
+        rows = []
+        for cell in self.cells:
+            where = f"[{cell.execution_count}]" if cell.execution_count is not None else ""
+            label = f"cell {cell.cell_id or cell.sha256[:12]} {where}".strip()
+            rows.append((label, "; ".join(cell.reasons)))
+        return rows
+
+    def __repr__(self) -> str:
+        if not self.cells:
+            return "no stale cells"
+        return "\n".join(f"{label}: {why}" for label, why in self._rows())
+
+    def _repr_html_(self) -> str:
+        if not self.cells:
+            return "<p>no stale cells</p>"
+        body = "".join(
+            f"<tr><td>{html.escape(label)}</td><td>{html.escape(why)}</td></tr>"
+            for label, why in self._rows()
+        )
+        return f"<table class='jp-prov4ml-stale'><tr><th>cell</th><th>why</th></tr>{body}</table>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+def lineage_dot(
+    runs: Sequence[CellRun],
+    stale: Sequence[StaleCell] = (),
+    positions: Mapping[str, int] | None = None,
+) -> str:
+    """DOT of a session's lineage: one node per cell (its executions collapsed), in notebook
+    order where known, edges labelled with the variables that flowed, stale cells marked."""
+    import graphviz
+
+    key_of: dict[str, str] = {}
+    cells: dict[str, list[CellRun]] = {}
+    for run in runs:
+        key = run.cell.cell_id or run.cell.sha256
+        key_of[run.run_id] = key
+        cells.setdefault(key, []).append(run)
+    first_seen = {key: index for index, key in enumerate(cells)}
+    order = list(cells)
+    if positions:
+        order.sort(key=lambda k: (positions.get(k, len(positions)), first_seen[k]))
+    stale_reasons = {cell.cell_id or cell.sha256: cell.reasons for cell in stale}
+    ids = {key: f"c{index}" for index, key in enumerate(order)}
+
+    graph = graphviz.Digraph("lineage", graph_attr={"rankdir": "TB", "fontsize": "10"})
+    graph.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="10")
+    graph.attr("edge", fontname="Helvetica", fontsize="8", color="#555555")
+    for key in order:
+        executions = cells[key]
+        latest = executions[-1]
+        first_line = next((line for line in latest.cell.source.splitlines() if line.strip()), "")
+        counts = [str(r.cell.execution_count) for r in executions if r.cell.execution_count]
+        shown = ",".join(counts[-4:]) + ("…" if len(counts) > 4 else "")
+        label = f"[{shown}] {first_line[:40]}" + (
+            f"\n×{len(executions)}" if len(executions) > 1 else ""
+        )
+        reasons = stale_reasons.get(key)
+        tooltip = "stale: " + "; ".join(reasons) if reasons else f"cell {key}"
+        graph.node(
+            ids[key],
+            label,
+            tooltip=tooltip,
+            fillcolor="#F8C9C4" if reasons else ("#F4D6D6" if latest.status != "ok" else "#DDE6FB"),
+            color="#C0392B" if reasons else "#4A76C9",
+        )
+    # Keep notebook order top to bottom without drawing it.
+    for upper, lower in itertools.pairwise(order):
+        graph.edge(ids[upper], ids[lower], style="invis", weight="10")
+    flows: dict[tuple[str, str], set[str]] = {}
+    for run in runs:
+        for binder, names in run.informed_by:
+            source = key_of.get(binder)
+            target = key_of[run.run_id]
+            if source is not None and source != target:
+                flows.setdefault((source, target), set()).update(names)
+    for (source, target), flowed in flows.items():
+        label = ", ".join(sorted(flowed)[:4]) + ("…" if len(flowed) > 4 else "")
+        graph.edge(ids[source], ids[target], label=label, constraint="false")
+    return str(graph.source)
