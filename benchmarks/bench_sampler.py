@@ -2,15 +2,16 @@
 process without them, measured in the same run.
 
 Proves, for `jupyter_prov4ml.hardware.sampler.Sampler` at its default 10 Hz with the real
-`HostReader` (psutil) and `NullGpu`: (1) it costs <= 1 % of a core while the main thread
-idles (process CPU time over 1 s windows, sampler on vs off, interleaved); (2) it slows a
-CPU-bound pure-Python loop and a numpy matmul loop by <= 2 % each (paired ~0.15 s chunks in one run, sampler on and
-off alternating; the median of the pairs' ratios); (3) `LiveMonitor.on_tick`, driven by the
-sampler, costs <= 0.5 % of a core (CPU time of the sampler thread inside `on_tick`, over wall
-time; outside a kernel ipywidgets skips the comm message, ~78 µs per update inside one, at
-<= 4 updates/s); (4) a 24-hour cell at 10 Hz (864,000 ticks) keeps the sample buffer bounded:
-final length and tracemalloc'd memory of `SampleColumns` at its default capacity, against the
-size without a bound (bytes per tick measured on 36,000 unbounded ticks, times 864,000).
+`HostReader` (psutil) and `NullGpu`: (1) it costs <= 1 % of a core while the main thread idles
+(process CPU time over 1 s windows, sampler on vs off, interleaved); (2) it slows a CPU-bound
+pure-Python loop and a numpy matmul loop by <= 2 % each (paired ~0.15 s chunks in one run,
+sampler on and off alternating; the median of the pairs' ratios); (3) `LiveMonitor.on_tick`,
+driven by the sampler, costs <= 0.5 % of a core (CPU time of the sampler thread inside
+`on_tick`, over wall time; outside a kernel ipywidgets skips the comm message, ~78 µs per update
+inside one, at <= 4 updates/s); (4) a 24-hour cell at 10 Hz (864,000 ticks) keeps the sample
+buffer bounded: final length and tracemalloc'd memory of `SampleColumns` at its default
+capacity, against the size without a bound (bytes per tick measured on 36,000 unbounded ticks,
+times 864,000).
 
 The sampler is started before each timed window and stopped after it, and each "on" chunk
 starts at a random phase of the sampling interval (the "off" chunk sleeps the same), so a
