@@ -23,6 +23,17 @@ from jupyter_prov4ml.store.layout import STORE_ENV
 REPO = Path(__file__).resolve().parent.parent
 # The `kernels` fixture: real kernel processes.
 pytest_plugins = ("kernels",)
+# The tiers, kept apart by folder: each test gets its folder's marker, so `-m unit` (or
+# `-m "not browser"`) picks a tier without every file having to say which one it is in.
+TIERS = ("unit", "shell", "cli", "kernel", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        relative = item.path.resolve().relative_to(tests)
+        if relative.parts and relative.parts[0] in TIERS:
+            item.add_marker(relative.parts[0])
 
 
 @pytest.fixture

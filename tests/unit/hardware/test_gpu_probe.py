@@ -113,7 +113,7 @@ def test_probe_never_calls_a_setter() -> None:
 def test_importing_the_probe_does_not_import_pynvml() -> None:
     """pynvml is imported by open_gpu_probe(), never at module import."""
     code = "import sys, jupyter_prov4ml.hardware.gpu; print('pynvml' in sys.modules)"
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[3]
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
     )
