@@ -70,8 +70,7 @@ def _cell(session_id: str, n: int) -> Any:
 
 
 def _full_run(session_id: str, n: int) -> Any:
-    from jupyter_prov4ml.hardware.energy import EnergyReading
-    from jupyter_prov4ml.records import CellRef, CellRun, EnergyLedger, Param
+    from jupyter_prov4ml.records import CellRef, CellRun, EnergyLedger, EnergyReading, Param
 
     return CellRun(
         run_id=f"{session_id}-{n:05d}",
@@ -91,6 +90,7 @@ def _full_run(session_id: str, n: int) -> Any:
 
 def write_store(root: Path) -> float:
     """10,000 runs written by real store writers, one per kernel session; seconds taken."""
+    from jupyter_prov4ml.capture.run_capture import RunSeries
     from jupyter_prov4ml.notices import Notices
     from jupyter_prov4ml.store.layout import Store
     from jupyter_prov4ml.store.writer import StoreWriter
@@ -103,7 +103,7 @@ def write_store(root: Path) -> float:
         full = {CELLS_PER_SESSION * (i + 1) // (FULL_RUNS_PER_SESSION + 1) for i in range(3)}
         for n in range(1, CELLS_PER_SESSION + 1):
             if n in full:
-                writer.submit_run(_full_run(session_id, n), [])
+                writer.submit_run(_full_run(session_id, n), RunSeries())
             else:
                 writer.closed_cell(_cell(session_id, n))
         if not writer.close(timeout_s=300):

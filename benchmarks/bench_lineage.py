@@ -12,6 +12,8 @@ import time
 from _report import Result, checked, median
 from _shell import isolated_shell, load_extension
 
+from jupyter_prov4ml.views.prov_graph import ProvGraph
+
 CELLS = 30
 EXECUTIONS = 300
 REPEATS = 3
@@ -38,14 +40,14 @@ def main() -> list[Result]:
         graph_s, stale_s, empty_s = [], [], []
         for _ in range(REPEATS):
             started = time.perf_counter()
-            graph = extension.session_graph()
+            graph = ProvGraph.from_dot(extension.session_lineage().dot())
             graph_s.append(time.perf_counter() - started)
             assert graph.svg is not None and graph.dot.count("->") > CELLS
             started = time.perf_counter()
-            extension.stale_report()
+            extension.session_lineage().report()
             stale_s.append(time.perf_counter() - started)
             started = time.perf_counter()
-            extension.session_graph(last=0)
+            ProvGraph.from_dot(extension.session_lineage().dot(last=0))
             empty_s.append(time.perf_counter() - started)
     return [
         checked(

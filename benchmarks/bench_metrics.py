@@ -11,7 +11,7 @@ of <= 8 MB; baseline: the same values written raw with `array('d').tofile` and f
 store does. (3) A `track` step adds <= 50 µs per iteration to a trivial 20,000-iteration loop,
 also with an inner tracked loop of 10 (counted into the step), and with the run-close cost of
 turning steps into records (`finish_steps`, 10,000 steps) added. Reports with no target:
-`MetricsFile.encode` alone, the file size for float32-valued losses (a framework's
+`encode_metrics` alone, the file size for float32-valued losses (a framework's
 `loss.item()`), and how long the store writer takes to save a run of 2,000 steps.
 
 The loops run in functions of this module called from the `%%provrun` cell body (so they are
@@ -261,14 +261,14 @@ def _metric_log(values: list[float]) -> Any:
 
 
 def _encode_cost(values: list[float], raw: array[float], raw_path: Path) -> tuple[float, float]:
-    """Medians: seconds `MetricsFile.encode` takes for `values`, and `_tofile` of `raw`."""
-    from jupyter_prov4ml.capture.metrics import MetricsFile
+    """Medians: seconds `encode_metrics` takes for `values`, and `_tofile` of `raw`."""
+    from jupyter_prov4ml.store.series_files import encode_metrics
 
-    metrics = MetricsFile(_metric_log(values))
+    metrics = _metric_log(values)
 
     def encode() -> float:
         start = time.perf_counter()
-        metrics.encode()
+        encode_metrics(metrics)
         return time.perf_counter() - start
 
     times = interleave({"encode": encode, "tofile": lambda: _tofile(raw_path, raw)}, SAVE_ROUNDS)
@@ -276,9 +276,9 @@ def _encode_cost(values: list[float], raw: array[float], raw_path: Path) -> tupl
 
 
 def _encoded_size(values: list[float]) -> int:
-    from jupyter_prov4ml.capture.metrics import MetricsFile
+    from jupyter_prov4ml.store.series_files import encode_metrics
 
-    return len(MetricsFile(_metric_log(values)).encode()[0])
+    return len(encode_metrics(_metric_log(values))[0])
 
 
 def _save_cost(shell: Any, extension: Any) -> list[Result]:
@@ -336,7 +336,7 @@ def _save_cost(shell: Any, extension: Any) -> list[Result]:
             ),
         ),
         checked(
-            f"MetricsFile.encode, {POINTS:,} points",
+            f"encode_metrics, {POINTS:,} points",
             encoded[0],
             "s",
             encoded[1],
@@ -418,9 +418,9 @@ def _finish_cost() -> tuple[float, float]:
     """Seconds `finish_steps` takes for FINISH_STEPS steps, with and without hardware samples
     (one per step, as with 100 ms steps at 10 Hz), two metrics logged per step."""
     from jupyter_prov4ml.capture.run_capture import RunCapture, StepContext, finish_steps
-    from jupyter_prov4ml.hardware.energy import EnergyConfig
     from jupyter_prov4ml.hardware.sampler import SampleColumns, Tick
     from jupyter_prov4ml.records import HostSample
+    from jupyter_prov4ml.settings import EnergyConfig
 
     t0_ns = time.perf_counter_ns()
     capture = RunCapture(t0_ns)

@@ -199,7 +199,7 @@ def _paired(name: str, work: Callable[[int], None]) -> Result:
 def _dashboard_cost() -> Result:
     from jupyter_prov4ml.capture.loops import Progress
     from jupyter_prov4ml.capture.run_capture import RunCapture
-    from jupyter_prov4ml.hardware.energy import EnergyConfig
+    from jupyter_prov4ml.settings import EnergyConfig
     from jupyter_prov4ml.views.live_monitor import LiveMonitor
 
     energy = EnergyConfig()

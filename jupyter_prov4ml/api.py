@@ -168,8 +168,9 @@ def read_metrics(run_id: str | None = None, store: str | PathLike[str] | None = 
 
     Without `run_id`, the most recent run that logged metrics (in this kernel's session when
     the extension is loaded)."""
-    from jupyter_prov4ml.capture.metrics import MetricsFileError, read_metrics_file
-    from jupyter_prov4ml.store.layout import Store, resolve_store_root
+    from jupyter_prov4ml.settings import resolve_store_root
+    from jupyter_prov4ml.store.layout import Store
+    from jupyter_prov4ml.store.series_files import MetricsFileError, read_metrics_file
 
     extension = _extension()
     if store is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 
@@ -72,3 +73,12 @@ def notebook_cells(path: str | None) -> tuple[dict[str, str], dict[str, int]] | 
         sources[cell["id"]] = "".join(source) if isinstance(source, list) else str(source)
         positions[cell["id"]] = index
     return (sources, positions) if positions else None
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

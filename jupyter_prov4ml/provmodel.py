@@ -29,7 +29,6 @@ from jupyter_prov4ml.records import (
     SeriesSummary,
     SessionInfo,
 )
-from jupyter_prov4ml.store.layout import StoredRun
 
 NS_PREFIX = "p4m"
 NS_URI = "https://w3id.org/jupyter-prov4ml/ns#"
@@ -293,15 +292,6 @@ def session_document(runs: Iterable[CellRun], info: SessionInfo | None) -> ProvD
     for run in runs:
         builder.run(run, info)
     return builder.doc
-
-
-def stored_document(stored: StoredRun) -> ProvDocument:
-    """The PROV document of a stored run: its own file where it has one (in `runs/`), else
-    built from its journal record (plain cells share documents of many cells)."""
-    path = stored.prov_path
-    if path is not None and path.parent.name == "runs" and path.is_file():
-        return load_document(path)
-    return run_document(stored.run, stored.session)
 
 
 def serialize(doc: ProvDocument, fmt: str = "json") -> str:

@@ -10,11 +10,38 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from jupyter_prov4ml.hardware.energy import EnergyReading, co2_grams
-
 Status = Literal["ok", "failed", "interrupted", "crashed", "running"]
 RunKind = Literal["cell", "provrun"]
 ParamValue = str | int | float | bool | None
+
+EnergyMethod = Literal["measured-counter", "integrated-power", "rapl", "estimated"]
+_JOULES_PER_KWH = 3.6e6
+
+
+def co2_grams(energy_j: float, intensity_g_per_kwh: float) -> float:
+    """Grams of CO2-equivalent for `energy_j` at a grid's carbon intensity (g/kWh)."""
+    return energy_j / _JOULES_PER_KWH * intensity_g_per_kwh
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyReading:
+    """Energy one device used over one window, and how it was obtained."""
+
+    component: str  # "gpu" | "cpu"
+    device: str  # e.g. "gpu0", "cpu-package-0", "cpu"
+    energy_j: float
+    method: EnergyMethod
+    duration_s: float
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.energy_j) or self.energy_j < 0:
+            raise ValueError(f"energy_j must be a finite number ≥ 0, got {self.energy_j!r}")
+
+    @property
+    def mean_power_w(self) -> float | None:
+        """Average power over the window; None for an empty window."""
+        return self.energy_j / self.duration_s if self.duration_s > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

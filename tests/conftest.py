@@ -18,7 +18,7 @@ from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from jupyter_prov4ml.store.layout import STORE_ENV
+from jupyter_prov4ml.settings import STORE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 # The `kernels` fixture: real kernel processes.

@@ -7,26 +7,12 @@ int64 nanoseconds, kept in `array.array`s that pyarrow reads without copying.
 
 from __future__ import annotations
 
-import math
 import operator
 import time
 from array import array
-from dataclasses import dataclass
-from typing import Any
-
-from jupyter_prov4ml.records import MetricSummary
-from jupyter_prov4ml.store.series_files import table_bytes
 
 MAX_NAME_CHARS = 200
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_DICTIONARY_COLUMNS = ["name", "context"]
-# Steps and times grow steadily: delta encoding stores them in a few bits each. Splitting the
-# bytes of each float lets zstd find the patterns in slowly changing loss curves.
-_ENCODINGS = {
-    "step": "DELTA_BINARY_PACKED",
-    "time_us": "DELTA_BINARY_PACKED",
-    "value": "BYTE_STREAM_SPLIT",
-}
 
 
 class MetricError(ValueError):
@@ -39,10 +25,6 @@ class MetricError(ValueError):
 
 
 _TEXT = (str, bytes, bytearray)
-
-
-class MetricsFileError(ValueError):
-    """A metrics file that cannot be read back: damaged, or not one this package wrote."""
 
 
 def metric_value(value: object) -> float:
@@ -173,108 +155,9 @@ class MetricLog:
         return found
 
 
-@dataclass(frozen=True)
-class MetricsFile:
-    """The run's metrics as a data file: encoded in the store writer's thread."""
-
-    log: MetricLog
-    role: str = "metrics"
-
-    def encode(self) -> tuple[bytes, dict[str, Any]]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        tables = []
-        summaries = []
-        for series in self.log.series.values():
-            count = len(series)
-            if not count:
-                continue
-            values = _wrap(pa.float64(), series.values, count)
-            steps = _wrap(pa.int64(), series.steps, count)
-            times = _wrap(pa.int64(), series.times_ns, count)
-            codes = _zeros(count)
-            tables.append(
-                pa.table(
-                    {
-                        "name": pa.DictionaryArray.from_arrays(codes, pa.array([series.name])),
-                        "context": pa.DictionaryArray.from_arrays(
-                            codes, pa.array([series.context])
-                        ),
-                        "step": steps,
-                        "value": values,
-                        "time_us": pc.divide(pc.subtract(times, self.log.t0_ns), 1000),
-                    }
-                )
-            )
-            summaries.append(_summary(series, values, steps, pc))
-        if not tables:
-            return b"", {}
-        table = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
-        data = table_bytes(table, use_dictionary=_DICTIONARY_COLUMNS, column_encoding=_ENCODINGS)
-        return data, {"metrics": tuple(summaries)}
-
-
-def _wrap(kind: Any, buffer: array[Any], count: int) -> Any:
-    import pyarrow as pa
-
-    # Zero-copy: the array's memory becomes the Arrow buffer.
-    return pa.Array.from_buffers(kind, count, [None, pa.py_buffer(buffer)])
-
-
-def _zeros(count: int) -> Any:
-    """`count` dictionary codes all pointing at the one name (a series is one name)."""
-    import pyarrow as pa
-
-    return pa.Array.from_buffers(pa.int32(), count, [None, pa.py_buffer(bytes(4 * count))])
-
-
-def _summary(series: MetricSeries, values: Any, steps: Any, pc: Any) -> MetricSummary:
-    """count/first/last/min/max and the steps where min and max were reached (NaN ignored
-    for min/max; they are kept in the file as logged)."""
-    finite = pc.drop_null(pc.if_else(pc.is_nan(values), None, values))
-    first, last = series.values[0], series.values[-1]
-    if len(finite):
-        extremes = pc.min_max(finite)
-        low, high = extremes["min"].as_py(), extremes["max"].as_py()
-        step_of_min = steps[pc.index(values, low).as_py()].as_py()
-        step_of_max = steps[pc.index(values, high).as_py()].as_py()
-    else:
-        low = high = math.nan
-        step_of_min = step_of_max = series.steps[0]
-    return MetricSummary(
-        series.name, series.context, len(series), first, last, low, high, step_of_min, step_of_max
-    )
-
-
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
-
-
-def read_metrics_file(path: Any) -> dict[str, list[Any]]:
-    """A metrics file as plain columns: name, context, step, value, time_s.
-
-    Raises MetricsFileError when the file is missing, damaged or not a metrics file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-        return {
-            "name": table.column("name").to_pylist(),
-            "context": table.column("context").to_pylist(),
-            "step": table.column("step").to_pylist(),
-            "value": table.column("value").to_pylist(),
-            "time_s": [us / 1e6 for us in table.column("time_us").to_pylist()],
-        }
-    # OSError: missing or unreadable; ArrowException: not Parquet; KeyError: another file's
-    # columns; TypeError: columns of other types (text times, nulls)
-    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
-        # pyarrow's messages repeat the path at length: the kind of failure is enough here.
-        raise MetricsFileError(
-            f"metrics file {path} cannot be read ({type(error).__name__})"
-        ) from None

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
+from jupyter_prov4ml.capture.run_capture import RunCapture, RunSeries, StepContext, finish_steps
 from jupyter_prov4ml.identity import front_end_cell_id, source_sha256
-from jupyter_prov4ml.redaction import redact_source
-
-if TYPE_CHECKING:
-    from prov.model import ProvDocument
-
-    from jupyter_prov4ml.store.writer import SeriesFile
-from jupyter_prov4ml.capture.metrics import MetricsFile
-from jupyter_prov4ml.capture.run_capture import RunCapture, StepContext, finish_steps
-from jupyter_prov4ml.hardware.energy import EnergyConfig
 from jupyter_prov4ml.lineage.dataflow import CellTreeCapture, DataflowCache
 from jupyter_prov4ml.lineage.links import Lineage, Links
 from jupyter_prov4ml.records import CellRef, CellRun, RunKind, Status
+from jupyter_prov4ml.redaction import redact_source
+from jupyter_prov4ml.settings import EnergyConfig
 
 
 class RecordSink(Protocol):
@@ -31,7 +25,7 @@ class RecordSink(Protocol):
 
     def closed_cell(self, cell: ClosedCell) -> None: ...
 
-    def submit_run(self, run: CellRun, files: Sequence[SeriesFile]) -> Future[ProvDocument]: ...
+    def submit_run(self, run: CellRun, series: RunSeries) -> Future[Any]: ...
 
 
 @dataclass(slots=True)
@@ -260,7 +254,9 @@ class Recorder:
             artifacts=tuple(capture.artifacts),
             **link_fields(links),
         )
-        self._sink.submit_run(run, [MetricsFile(capture.metrics), steps.file])
+        self._sink.submit_run(
+            run, RunSeries(capture.metrics, None, steps.raw, self.energy_config.watts_per_core)
+        )
 
     def link(
         self, window: OpenWindow, execution_count: int | None, succeeded: bool

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +14,18 @@ from typing import Any
 from jupyter_prov4ml.capture.loops import LoopTracker, RawStep
 from jupyter_prov4ml.capture.metrics import MetricLog
 from jupyter_prov4ml.capture.params import make_param, scalar_or_none
-from jupyter_prov4ml.hardware.energy import (
-    EnergyConfig,
-    EnergyReading,
-    estimate_cpu_energy_j,
-    gpu_window_energy,
-)
+from jupyter_prov4ml.hardware.energy import estimate_cpu_energy_j, gpu_window_energy
 from jupyter_prov4ml.hardware.sampler import SampleColumns
-from jupyter_prov4ml.records import Artifact, EnergyLedger, LoopStep, Param, SeriesSummary
-from jupyter_prov4ml.store.layout import file_sha256, make_private_dirs
-from jupyter_prov4ml.store.series_files import table_bytes
+from jupyter_prov4ml.identity import file_sha256
+from jupyter_prov4ml.records import (
+    Artifact,
+    EnergyLedger,
+    EnergyReading,
+    LoopStep,
+    Param,
+    SeriesSummary,
+)
+from jupyter_prov4ml.settings import DEFAULT_WATTS_PER_CORE, EnergyConfig
 
 _STEP_COLUMNS = ("process_cpu_percent", "process_rss_bytes")
 _GPU_STEP_FIELDS = ("utilization_percent", "memory_used_bytes", "power_w")
@@ -58,18 +59,31 @@ class RunCapture:
             scalar = f"<{type(value).__name__}>"
         self.params.append(make_param(name, scalar, "api"))
 
-    def log_artifact(self, path: Path, name: str | None, copy_to: Path | None) -> Artifact:
-        """Identify `path` by content now (what it holds when logged is what the run made)."""
+    def log_artifact(self, path: Path, name: str | None, copied: Path | None) -> Artifact:
+        """Identify `path` by content now (what it holds when logged is what the run made);
+        `copied`: where the store keeps a copy of it, if it does."""
         size = path.stat().st_size
         digest = file_sha256(path)
-        copied = None
-        if copy_to is not None:
-            make_private_dirs(copy_to.parent)
-            shutil.copy2(path, copy_to)
-            copied = str(copy_to)
-        artifact = Artifact(name or path.name, str(path.resolve()), digest, size, copied)
+        artifact = Artifact(
+            name or path.name,
+            str(path.resolve()),
+            digest,
+            size,
+            None if copied is None else str(copied),
+        )
         self.artifacts.append(artifact)
         return artifact
+
+
+@dataclass(frozen=True)
+class RunSeries:
+    """A run's series, handed as they are to the store writer, whose thread encodes them as
+    the run's data files (metrics, hardware samples, loop steps)."""
+
+    metrics: MetricLog | None = None
+    samples: SampleColumns | None = None
+    steps: tuple[RawStep, ...] = ()
+    watts_per_core: float = DEFAULT_WATTS_PER_CORE
 
 
 @dataclass(frozen=True)
@@ -90,11 +104,11 @@ MAX_DOCUMENTED_STEPS = 1_000
 
 @dataclass(frozen=True)
 class FinishedSteps:
-    """The steps of a run: those described in full, and all of them as a data file."""
+    """The steps of a run: those described in full, and all of them (for the steps file)."""
 
     documented: tuple[LoopStep, ...]
     total: int
-    file: StepsFile
+    raw: tuple[RawStep, ...]
 
 
 def finish_steps(capture: RunCapture, context: StepContext) -> FinishedSteps:
@@ -104,7 +118,7 @@ def finish_steps(capture: RunCapture, context: StepContext) -> FinishedSteps:
     raw = capture.loops.steps
     chosen = documented_indices(len(raw), MAX_DOCUMENTED_STEPS)
     documented = tuple(_finish_step(raw[i], capture.metrics, context) for i in chosen)
-    return FinishedSteps(documented, len(raw), StepsFile(tuple(raw), context.energy.watts_per_core))
+    return FinishedSteps(documented, len(raw), tuple(raw))
 
 
 def documented_indices(count: int, limit: int) -> list[int]:
@@ -112,38 +126,6 @@ def documented_indices(count: int, limit: int) -> list[int]:
     if count <= limit:
         return list(range(count))
     return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)})
-
-
-@dataclass(frozen=True)
-class StepsFile:
-    """Every loop step of a run as a Parquet data file (encoded in the writer thread)."""
-
-    steps: tuple[RawStep, ...]
-    watts_per_core: float
-    role: str = "steps"
-
-    def encode(self) -> tuple[bytes, dict[str, Any]]:
-        if not self.steps:
-            return b"", {}
-        import pyarrow as pa
-
-        steps = self.steps
-        table = pa.table(
-            {
-                "loop": pa.array([s.loop for s in steps]).dictionary_encode(),
-                "index": pa.array([s.index for s in steps], pa.int64()),
-                "started_at_unix_s": pa.array([s.started_unix_s for s in steps], pa.float64()),
-                "wall_time_s": pa.array(
-                    [(s.ended_ns - s.started_ns) / 1e9 for s in steps], pa.float64()
-                ),
-                "cpu_time_s": pa.array([s.cpu_time_s for s in steps], pa.float64()),
-                "cpu_energy_j_estimated": pa.array(
-                    [max(0.0, s.cpu_time_s) * self.watts_per_core for s in steps], pa.float64()
-                ),
-                "completed": pa.array([s.completed for s in steps], pa.bool_()),
-            }
-        )
-        return table_bytes(table), {}
 
 
 def _finish_step(raw: RawStep, metrics: MetricLog, context: StepContext) -> LoopStep:

@@ -8,19 +8,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_prov4ml.notices import brief
-from jupyter_prov4ml.store.layout import (
-    PRIVATE,
-    Store,
-    StoredRun,
-    resolve_store_modes,
-    resolve_store_root,
-)
+from jupyter_prov4ml.settings import Settings, resolve_store_root
+from jupyter_prov4ml.store.layout import Store, StoredRun
 from jupyter_prov4ml.views.prov_graph import DotUnavailable
 
 EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg", "metrics-csv", "rocrate")
+
+if TYPE_CHECKING:
+    from jupyter_prov4ml.views.lineage_graph import SessionLineage
 
 
 class RunError(Exception):
@@ -28,15 +26,15 @@ class RunError(Exception):
 
 
 def _store(args: argparse.Namespace) -> Store:
-    root = Path(args.store).expanduser().resolve() if args.store else None
-    try:
-        modes = resolve_store_modes(os.environ)
-    except ValueError as error:
-        print(f"jupyter-prov4ml: {error}; the store stays private (0700)", file=sys.stderr)
-        modes = PRIVATE
-    store = Store(root or resolve_store_root(os.environ, Path.cwd()), modes, _tell_damage)
+    settings = Settings.from_environ(warn=_tell_setting)
+    root = Path(args.store).expanduser().resolve() if args.store else settings.store_root
+    store = Store(root, settings.store_modes, _tell_damage)
     _recover(store)
     return store
+
+
+def _tell_setting(key: str, message: str) -> None:
+    print(f"jupyter-prov4ml: {message}", file=sys.stderr)
 
 
 def _tell_damage(message: str) -> None:
@@ -103,32 +101,22 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _session_lineage(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, int] | None]:
-    """A session's runs (the newest session by default), its replayed lineage, and the
-    notebook's cell positions when its file is still there."""
-    from jupyter_prov4ml.identity import notebook_cells
-    from jupyter_prov4ml.lineage.links import Lineage
+def _session_lineage(args: argparse.Namespace) -> SessionLineage:
+    """A session's lineage (the newest session by default), replayed from the store."""
+    from jupyter_prov4ml.views.lineage_graph import SessionLineage
 
     store = _store(args)
     runs = store.runs(session_id=args.session) if args.session else store.runs()
     if not runs:
         raise LookupError(f"no runs in {store.root}")
     session = args.session or runs[-1].run.session_id
-    records = [s.run for s in runs if s.run.session_id == session]
-    notebook = notebook_cells(next((r.cell.notebook_path for r in records), None))
-    lineage = Lineage.replay(records)
-    stale = lineage.stale_cells(*notebook) if notebook else lineage.stale_cells()
-    return records, stale, notebook[1] if notebook else None
+    return SessionLineage.of([s.run for s in runs if s.run.session_id == session])
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from jupyter_prov4ml.views.lineage_graph import lineage_dot
     from jupyter_prov4ml.views.prov_graph import render_svg
 
-    records, stale, positions = _session_lineage(args)
-    if args.last is not None:
-        records = records[-args.last :] if args.last > 0 else []
-    text = lineage_dot(records, stale, positions)
+    text = _session_lineage(args).dot(args.last)
     if args.format == "svg":
         text = render_svg(text)
     _write(text, args.output)
@@ -136,10 +124,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_stale(args: argparse.Namespace) -> int:
-    from jupyter_prov4ml.views.lineage_graph import StaleReport
-
-    _, stale, _ = _session_lineage(args)
-    print(repr(StaleReport(stale)))
+    print(repr(_session_lineage(args).report()))
     return 0
 
 
@@ -204,7 +189,7 @@ def _document(stored: StoredRun) -> Any:
     from jupyter_prov4ml import provmodel
 
     try:
-        return provmodel.stored_document(stored)
+        return stored.document()
     # `prov` and `json` parse whatever bytes the file holds now, and fail in many ways.
     except Exception as error:  # noqa: BLE001
         failure = error
@@ -252,7 +237,7 @@ def _metrics_csv(store: Store, stored: StoredRun) -> str:
     import csv
     import io
 
-    from jupyter_prov4ml.capture.metrics import MetricsFileError, read_metrics_file
+    from jupyter_prov4ml.store.series_files import MetricsFileError, read_metrics_file
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

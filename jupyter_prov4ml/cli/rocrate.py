@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from jupyter_prov4ml.store.layout import Store, StoredRun, file_sha256
+from jupyter_prov4ml.identity import file_sha256
+from jupyter_prov4ml.store.layout import Store, StoredRun
 
 PROCESS_RUN_CRATE = "https://w3id.org/ro/wfrun/process/0.5"
 PROV_JSON = "https://www.w3.org/Submission/2013/SUBM-prov-json-20130424/"
@@ -114,7 +115,7 @@ def export_rocrate(
         prov_source = stored.prov_path
         if prov_source is None or prov_source.parent.name != "runs" or not prov_source.is_file():
             prov_source = Path(scratch) / f"{run.run_id}.prov.json"
-            document = provmodel.stored_document(stored)
+            document = stored.document()
             prov_source.write_text(provmodel.serialize(document), encoding="utf-8")
         results = [
             add(

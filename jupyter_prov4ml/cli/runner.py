@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbformat.corpus.words import generate_corpus_id
 
-from jupyter_prov4ml.store.layout import STORE_ENV
+from jupyter_prov4ml.settings import STORE_ENV
 
 # Executed silently after the last cell: writes whatever the extension still holds, so the
 # store is complete even if the kernel is later killed instead of shut down.

@@ -9,66 +9,23 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+
+from jupyter_prov4ml.records import EnergyReading
 
 __all__ = [
-    "CARBON_INTENSITY_ENV",
-    "CPU_WATTS_PER_CORE_ENV",
-    "DEFAULT_CARBON_INTENSITY_G_PER_KWH",
-    "DEFAULT_WATTS_PER_CORE",
-    "EnergyConfig",
-    "EnergyMethod",
-    "EnergyReading",
     "RaplReader",
-    "co2_grams",
     "counter_delta_j",
     "estimate_cpu_energy_j",
     "gpu_window_energy",
     "integrate_power_j",
 ]
 
-EnergyMethod = Literal["measured-counter", "integrated-power", "rapl", "estimated"]
 
-# Green Algorithms (Lannelongue, Grealey & Inouye, "Green Algorithms: Quantifying the Carbon
-# Footprint of Computation", Adv. Sci. 2021, 2100707) use the CPU's TDP divided by its cores;
-# their default for an unknown CPU ("Any") is 12 W per core.
-DEFAULT_WATTS_PER_CORE = 12.0
-CPU_WATTS_PER_CORE_ENV = "JUPYTER_PROV4ML_CPU_WATTS_PER_CORE"
-
-# World average carbon intensity of electricity generation in 2023, 481 gCO2e/kWh (life-cycle
-# emissions), from Ember's Global Electricity Review 2024 / Ember electricity data. Local grids
-# range from ~30 (Norway) to ~700 (India); set the environment variable for yours.
-DEFAULT_CARBON_INTENSITY_G_PER_KWH = 481.0
-CARBON_INTENSITY_ENV = "JUPYTER_PROV4ML_CARBON_INTENSITY"
-
-_JOULES_PER_KWH = 3.6e6
 _RAPL_PACKAGE = re.compile(r"intel-rapl:(\d+)")
-
-
-@dataclass(frozen=True, slots=True)
-class EnergyReading:
-    """Energy one device used over one window, and how it was obtained."""
-
-    component: str  # "gpu" | "cpu"
-    device: str  # e.g. "gpu0", "cpu-package-0", "cpu"
-    energy_j: float
-    method: EnergyMethod
-    duration_s: float
-    detail: str = ""
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.energy_j) or self.energy_j < 0:
-            raise ValueError(f"energy_j must be a finite number ≥ 0, got {self.energy_j!r}")
-
-    @property
-    def mean_power_w(self) -> float | None:
-        """Average power over the window; None for an empty window."""
-        return self.energy_j / self.duration_s if self.duration_s > 0 else None
 
 
 def counter_delta_j(start_mj: int, end_mj: int) -> float | None:
@@ -200,67 +157,6 @@ def estimate_cpu_energy_j(cpu_time_s: float, watts_per_core: float) -> float:
     if not math.isfinite(watts_per_core) or watts_per_core <= 0:
         raise ValueError(f"watts_per_core must be a finite number > 0, got {watts_per_core!r}")
     return cpu_time_s * watts_per_core
-
-
-def co2_grams(energy_j: float, intensity_g_per_kwh: float) -> float:
-    """Grams of CO2-equivalent for `energy_j` at a grid's carbon intensity (g/kWh)."""
-    return energy_j / _JOULES_PER_KWH * intensity_g_per_kwh
-
-
-@dataclass(frozen=True, slots=True)
-class EnergyConfig:
-    """The two assumptions behind estimates: CPU power per core and grid carbon intensity."""
-
-    watts_per_core: float = DEFAULT_WATTS_PER_CORE
-    carbon_intensity_g_per_kwh: float = DEFAULT_CARBON_INTENSITY_G_PER_KWH
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.watts_per_core) or self.watts_per_core <= 0:
-            raise ValueError(
-                f"CPU watts per core must be a finite number > 0, got {self.watts_per_core!r}"
-            )
-        intensity = self.carbon_intensity_g_per_kwh
-        if not math.isfinite(intensity) or intensity < 0:
-            raise ValueError(
-                f"carbon intensity must be a finite number ≥ 0 gCO2e/kWh, got {intensity!r}"
-            )
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> EnergyConfig:
-        """Defaults, overridden by JUPYTER_PROV4ML_CPU_WATTS_PER_CORE and
-        JUPYTER_PROV4ML_CARBON_INTENSITY (an empty value counts as unset).
-
-        Raises ValueError naming the variable when a value is not a usable number.
-        """
-        env = os.environ if environ is None else environ
-        return cls(
-            watts_per_core=_env_number(
-                env, CPU_WATTS_PER_CORE_ENV, DEFAULT_WATTS_PER_CORE, "watts per core", positive=True
-            ),
-            carbon_intensity_g_per_kwh=_env_number(
-                env,
-                CARBON_INTENSITY_ENV,
-                DEFAULT_CARBON_INTENSITY_G_PER_KWH,
-                "gCO2e per kWh",
-                positive=False,
-            ),
-        )
-
-
-def _env_number(
-    env: Mapping[str, str], name: str, default: float, unit: str, *, positive: bool
-) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    bound = "> 0" if positive else "≥ 0"
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number {bound} ({unit}), got {raw!r}") from None
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a number {bound} ({unit}), got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from jupyter_prov4ml.hardware.energy import (
-    EnergyConfig,
-    EnergyReading,
-    RaplReader,
-    estimate_cpu_energy_j,
-    gpu_window_energy,
-)
+from jupyter_prov4ml.hardware.energy import RaplReader, estimate_cpu_energy_j, gpu_window_energy
 from jupyter_prov4ml.hardware.gpu import GpuReader, GpuUnavailable
 from jupyter_prov4ml.hardware.sampler import SampleColumns
-from jupyter_prov4ml.records import EnergyLedger
+from jupyter_prov4ml.records import EnergyLedger, EnergyReading
+from jupyter_prov4ml.settings import EnergyConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,19 +130,6 @@ class SampleColumns:
         return HardwareSummary(len(self), interval_s, self.downsample_factor, tuple(series))
 
 
-@dataclass(frozen=True)
-class HardwareSamplesFile:
-    """A run's sample series as a data file (encoded in the store writer's thread)."""
-
-    samples: SampleColumns
-    role: str = "hardware_samples"
-
-    def encode(self) -> tuple[bytes, dict[str, object]]:
-        from jupyter_prov4ml.store.series_files import parquet_bytes
-
-        return (parquet_bytes(self.samples.columns) if len(self.samples) else b""), {}
-
-
 class Sampler:
     """Samples the host (and GPUs) every `interval_s` on a daemon thread until `stop()`."""
 

@@ -13,37 +13,26 @@ import secrets
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import CancelledError
-from concurrent.futures import TimeoutError as FutureTimeout
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from IPython.display import display
 
 from jupyter_prov4ml.capture.environment import captured_environment
 from jupyter_prov4ml.capture.metrics import MetricError
 from jupyter_prov4ml.capture.progress import CHECKPOINT_PERIOD_S
 from jupyter_prov4ml.capture.recorder import Recorder
 from jupyter_prov4ml.capture.run_capture import RunCapture, artifact_name_ok
-from jupyter_prov4ml.hardware.energy import EnergyConfig, RaplReader
+from jupyter_prov4ml.hardware.energy import RaplReader
 from jupyter_prov4ml.hardware.gpu import open_gpu_probe
 from jupyter_prov4ml.hardware.host import host_facts, open_host_reader
 from jupyter_prov4ml.hardware.meter import EnergyMeter
-from jupyter_prov4ml.identity import notebook_cells, notebook_path
-from jupyter_prov4ml.kernel.provrun import CapturedRun, RunSummary
+from jupyter_prov4ml.identity import notebook_path
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import SessionInfo
-from jupyter_prov4ml.store.layout import (
-    PRIVATE,
-    Store,
-    StoreModes,
-    resolve_store_modes,
-    resolve_store_root,
-)
+from jupyter_prov4ml.settings import EnergyConfig, Settings
+from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.writer import StoreWriter
-from jupyter_prov4ml.views.lineage_graph import StaleReport
-from jupyter_prov4ml.views.prov_graph import ProvGraph
+from jupyter_prov4ml.views.lineage_graph import SessionLineage
 
 if TYPE_CHECKING:
     from jupyter_prov4ml.records import Artifact
@@ -53,7 +42,6 @@ T = TypeVar("T")
 # After this many consecutive failures inside our own hook, recording turns itself off
 # rather than costing the user a warning on every cell.
 MAX_HOOK_FAILURES = 3
-GRAPH_TIMEOUT_S = 60.0
 _SOFTWARE = ("jupyter_prov4ml", "ipython", "ipykernel", "prov", "psutil", "nvidia-ml-py")
 
 
@@ -82,7 +70,8 @@ class ProvExtension:
         self.host = host_facts()
         self.host_reader = open_host_reader()
         self.gpu = open_gpu_probe()
-        self.meter = EnergyMeter(self.gpu, RaplReader(), _energy_config(environ, self.notices))
+        self.settings = Settings.from_environ(environ, Path.cwd(), self.notices.warn)
+        self.meter = EnergyMeter(self.gpu, RaplReader(), self.settings.energy)
         self.notebook_path = notebook_path(getattr(shell, "user_ns", {}))
         self.session = SessionInfo(
             session_id=new_session_id(),
@@ -99,8 +88,8 @@ class ProvExtension:
             environment=captured_environment(environ),
         )
         self.store = Store(
-            resolve_store_root(environ, Path.cwd()),
-            _store_modes(environ, self.notices),
+            self.settings.store_root,
+            self.settings.store_modes,
             self._store_damaged,
         )
         self.writer = StoreWriter(self.store, self.session, self.notices)
@@ -181,55 +170,11 @@ class ProvExtension:
             f", {pending} records waiting to be written" if pending else ""
         )
 
-    def show_run(self, captured: CapturedRun, graph: bool) -> None:
-        """Display a finished %%provrun: its summary, then (optionally) its graph."""
-        summary = RunSummary(captured.run, captured.latest_metrics, captured.stale_inputs)
-        try:
-            # Rendered here, not by IPython's formatter, which would print a traceback.
-            display({"text/plain": repr(summary), "text/html": summary._repr_html_()}, raw=True)
-        except Exception as error:  # noqa: BLE001 - the run is saved; only its summary is lost
-            self.notices.warn("summary", f"could not show the run's summary ({error!r})")
-        if not graph:
-            return
-        try:
-            document = captured.document.result(timeout=GRAPH_TIMEOUT_S)
-            display(ProvGraph.of(document, title=captured.run.name))
-        except (FutureTimeout, CancelledError):
-            self.notices.warn("graph", "the provenance graph took too long to build; skipped")
-        # A graph is a nicety: whatever goes wrong building it must not fail the user's cell.
-        except Exception as error:  # noqa: BLE001
-            self.notices.warn("graph", f"could not draw the provenance graph ({error!r})")
-        self.notices.flush_to_stderr()
-
-    def stale_report(self) -> StaleReport:
-        """Stale cells of this session; with the notebook's file, also edited and
-        out-of-order cells."""
-        notebook = notebook_cells(self.notebook_path)
-        sources, positions = notebook if notebook is not None else (None, None)
-        return StaleReport(self.recorder.lineage.stale_cells(sources, positions))
-
-    def session_graph(self, last: int | None = None) -> ProvGraph:
-        """This session's lineage as one graph (the last `last` executions if given)."""
-        from jupyter_prov4ml.views.lineage_graph import lineage_dot
-
+    def session_lineage(self) -> SessionLineage:
+        """This session's lineage, from the kernel's own (live) record of it."""
         self.writer.flush(session_document=False)
         runs = [s.run for s in self.store.runs(session_id=self.session.session_id)]
-        if last is not None:
-            runs = runs[-last:] if last > 0 else []
-        notebook = notebook_cells(self.notebook_path)
-        stale = (
-            self.recorder.lineage.stale_cells(*notebook)
-            if notebook
-            else self.recorder.lineage.stale_cells()
-        )
-        return ProvGraph.from_dot(lineage_dot(runs, stale, notebook[1] if notebook else None))
-
-    def show_stored(self, run_ref: str) -> None:
-        from jupyter_prov4ml.provmodel import stored_document
-
-        stored = self.store.find(run_ref)
-        display(RunSummary(stored.run))
-        display(ProvGraph.of(stored_document(stored), title=stored.run.name))
+        return SessionLineage.of(runs, self.recorder.lineage, self.notebook_path)
 
     # -- the public API (jupyter_prov4ml.log_metric, ...): never raises into user code ------
 
@@ -296,11 +241,12 @@ class ProvExtension:
             return None
         try:
             source = Path(os.fspath(path))
-            target = None
+            copied = None
             if copy:
                 folder = self.store.session_dir(self.session.session_id) / "runs"
-                target = folder / f"{window.run_id}.artifacts" / (name or source.name)
-            return capture.log_artifact(source, name, target)
+                copied = folder / f"{window.run_id}.artifacts" / (name or source.name)
+                self.store.copy_in(source, copied)
+            return capture.log_artifact(source, name, copied)
         except (OSError, TypeError, ValueError) as error:
             self.notices.warn(f"artifact:{path!r:.60}", f"log_artifact({path!r:.60}): {error}")
         return None
@@ -363,28 +309,12 @@ def _unregister_magics(shell: Any, magics: Any) -> None:
     manager.registry.pop(type(magics).__name__, None)
 
 
-def _energy_config(environ: Mapping[str, str], notices: Notices) -> EnergyConfig:
-    try:
-        return EnergyConfig.from_environ(environ)
-    except ValueError as error:
-        notices.warn("energy-config", f"{error}; using the defaults")
-        return EnergyConfig()
-
-
 def _shown(name: object) -> str:
     """A user's name for a message: its repr, or its type when even that fails."""
     try:
         return f"{name!r:.60}"
     except Exception:  # noqa: BLE001 - any object can reach the API
         return f"<{type(name).__name__}>"
-
-
-def _store_modes(environ: Mapping[str, str], notices: Notices) -> StoreModes:
-    try:
-        return resolve_store_modes(environ)
-    except ValueError as error:
-        notices.warn("store-mode", f"{error}; the store stays private (0700)")
-        return PRIVATE
 
 
 def _user_name() -> str:

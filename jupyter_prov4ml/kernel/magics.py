@@ -14,6 +14,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from jupyter_prov4ml.capture.params import ParamError, parse_param_option
 from jupyter_prov4ml.kernel.provrun import ProvrunOptions, run_captured
 from jupyter_prov4ml.notices import brief
+from jupyter_prov4ml.views.prov_graph import ProvGraph
+from jupyter_prov4ml.views.run_display import show_finished_run, show_stored_run
+from jupyter_prov4ml.views.run_summary import RunSummary
 
 if TYPE_CHECKING:
     from jupyter_prov4ml.kernel.extension import ProvExtension
@@ -95,7 +98,9 @@ class ProvMagics(Magics):
         )
         captured = run_captured(self.extension, options, cell)
         if captured is not None:
-            self.extension.show_run(captured, graph=options.graph)
+            summary = RunSummary(captured.run, captured.latest_metrics, captured.stale_inputs)
+            document = captured.document if options.graph else None
+            show_finished_run(summary, document, self.extension.notices)
 
     @magic_arguments()
     @argument(
@@ -160,7 +165,7 @@ class ProvMagics(Magics):
             except LookupError as error:
                 raise UsageError(str(error)) from None
             try:
-                ext.show_stored(args.args[0])
+                show_stored_run(ext.store.find(args.args[0]))
             # What the store holds may be damaged (a truncated PROV document, a record edited
             # by hand): say so in one line rather than with a traceback in the notebook.
             except Exception as error:  # noqa: BLE001
@@ -169,9 +174,9 @@ class ProvMagics(Magics):
                     file=sys.stderr,
                 )
         elif args.command == "stale":
-            return ext.stale_report()
+            return ext.session_lineage().report()
         elif args.command == "graph":
-            return ext.session_graph(args.last)
+            return ProvGraph.from_dot(ext.session_lineage().dot(args.last))
         elif args.command == "config":
             self._config(args.args)
         return None

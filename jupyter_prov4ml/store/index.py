@@ -21,15 +21,17 @@ import operator
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from jupyter_prov4ml.records import CellRef, CellRun, ParamValue
+from jupyter_prov4ml.settings import PRIVATE, StoreModes
 from jupyter_prov4ml.store.journal import run_from_dict, session_from_dict
-from jupyter_prov4ml.store.layout import PRIVATE, StoreModes, open_store_file
+from jupyter_prov4ml.store.layout import open_store_file
 
+T = TypeVar("T")
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = "3"
 BUSY_TIMEOUT_S = 10.0
@@ -702,12 +704,17 @@ class IndexWriter:
 
     def commit(
         self, batch: IndexBatch, clean_since: int | None, journal_end: int, restart: bool = False
-    ) -> None:
-        """Raises sqlite3.Error (or OSError) when the index cannot take the batch now.
+    ) -> bool:
+        """False when the index cannot take the batch now (it is derived data: readers catch
+        up from the journal).
 
         `restart`: the journal was removed and begun again, so what the index held of it is
         forgotten first and its offset counts from the new file's start."""
-        connection = self._connect()
+        try:
+            connection = self._connect()
+        except (sqlite3.Error, OSError):
+            self.close()
+            return False
         try:
             with _transaction(connection):
                 if restart:
@@ -730,9 +737,10 @@ class IndexWriter:
                 )
                 _upsert(connection, batch.rows)
                 connection.executemany(_SET_DOCUMENT, batch.documents)
-        except sqlite3.Error:
+        except (sqlite3.Error, OSError):
             self.close()
-            raise
+            return False
+        return True
 
     def _connect(self) -> sqlite3.Connection:
         # A reader may have replaced a corrupt index: follow the file, not the old inode.
@@ -750,3 +758,36 @@ class IndexWriter:
             with contextlib.suppress(sqlite3.Error):
                 self._connection.close()
             self._connection = None
+
+
+def answer_from_index(
+    store_root: Path,
+    modes: StoreModes,
+    answer: Callable[[RunIndex], T],
+    report: Callable[[int], None],
+) -> T:
+    """`answer` from an up-to-date index: rebuilt when corrupt, in memory when the file
+    cannot be written here (a read-only copy of a store)."""
+    if not (store_root / "sessions").is_dir():
+        # Nothing recorded yet: answer from an empty index, and create no files.
+        with RunIndex.in_memory_index(store_root) as empty:
+            return answer(empty)
+    for attempt in range(2):
+        index = RunIndex.open(store_root, modes)
+        try:
+            report(index.refresh().bad_lines)
+            return answer(index)
+        # Values no writer of ours stores (text where a number belongs, a params column
+        # that is not a JSON object): the index was damaged; it is rebuilt like a corrupt one.
+        except (sqlite3.Error, ValueError, TypeError, AttributeError) as error:
+            damaged = not isinstance(error, sqlite3.Error) or is_corrupt(error)
+            if attempt == 0 and damaged and not index.in_memory:
+                index.close()
+                discard_index_file(index_path(store_root), None)
+                continue
+        finally:
+            index.close()
+        break
+    with RunIndex.in_memory_index(store_root) as fallback:
+        report(fallback.refresh().bad_lines)
+        return answer(fallback)

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_prov4ml.capture.progress import Progress
-from jupyter_prov4ml.hardware.energy import EnergyReading
 from jupyter_prov4ml.records import (
     Artifact,
     CellRef,
     CellRun,
     DataFile,
     EnergyLedger,
+    EnergyReading,
     HardwareSummary,
     LoopStep,
     MetricSummary,

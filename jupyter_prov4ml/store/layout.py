@@ -10,16 +10,17 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from jupyter_prov4ml.records import CellRun, SessionInfo
+from jupyter_prov4ml.settings import PRIVATE, StoreModes
 from jupyter_prov4ml.store.journal import (
     JournalState,
     read_journal,
@@ -28,51 +29,11 @@ from jupyter_prov4ml.store.journal import (
 )
 
 if TYPE_CHECKING:
+    from prov.model import ProvDocument
+
     from jupyter_prov4ml.store.index import IndexedRun, RunIndex, RunQuery, StoredRecord
 
 T = TypeVar("T")
-
-STORE_ENV = "JUPYTER_PROV4ML_STORE"
-STORE_MODE_ENV = "JUPYTER_PROV4ML_STORE_MODE"
-DEFAULT_DIRNAME = "prov4ml"
-
-
-@dataclass(frozen=True, slots=True)
-class StoreModes:
-    """Permission bits of what the store creates: the user's only, unless configured."""
-
-    directory: int = 0o700
-    file: int = 0o600
-
-    @property
-    def private(self) -> bool:
-        return self == PRIVATE
-
-
-PRIVATE = StoreModes()
-
-
-def resolve_store_modes(environ: Mapping[str, str]) -> StoreModes:
-    """`$JUPYTER_PROV4ML_STORE_MODE` (a folder mode in octal, e.g. `750` to let the group
-    read the store, `770` to let it write; files get the same bits without execute), else
-    private. Raises ValueError for a value that is not such a mode."""
-    text = environ.get(STORE_MODE_ENV, "").strip()
-    if not text:
-        return PRIVATE
-    try:
-        bits = int(text, 8)
-    except ValueError:
-        raise ValueError(f"{STORE_MODE_ENV}={text!r} is not an octal mode such as 750") from None
-    if not 0 <= bits <= 0o777 or bits & 0o700 != 0o700:
-        raise ValueError(f"{STORE_MODE_ENV}={text!r}: the owner needs rwx (7xx), e.g. 750")
-    return StoreModes(bits, bits & 0o666)
-
-
-def resolve_store_root(environ: Mapping[str, str], cwd: Path) -> Path:
-    """`$JUPYTER_PROV4ML_STORE`, else `prov4ml/` in the kernel's working directory."""
-    configured = environ.get(STORE_ENV)
-    root = Path(configured).expanduser() if configured else cwd / DEFAULT_DIRNAME
-    return root if root.is_absolute() else (cwd / root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +43,16 @@ class StoredRun:
     run: CellRun
     session: SessionInfo | None
     prov_path: Path | None
+
+    def document(self) -> ProvDocument:
+        """Its PROV document: the run's own file where it has one (in `runs/`), else built
+        from its journal record (plain cells share documents of many cells)."""
+        from jupyter_prov4ml import provmodel
+
+        path = self.prov_path
+        if path is not None and path.parent.name == "runs" and path.is_file():
+            return provmodel.load_document(path)
+        return provmodel.run_document(self.run, self.session)
 
 
 class Store:
@@ -116,6 +87,13 @@ class Store:
 
     def relpath(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
+
+    def copy_in(self, source: Path, target: Path) -> None:
+        """Copy a file the user named into the store (`target`, inside it), with the store's
+        folder and file modes."""
+        make_private_dirs(target.parent, self.modes)
+        shutil.copy2(source, target)
+        os.chmod(target, self.modes.file)  # copy2 would keep the source's (often wider) mode
 
     # -- reading -------------------------------------------------------------------------
 
@@ -161,35 +139,9 @@ class Store:
         return found[0]
 
     def _with_index(self, answer: Callable[[RunIndex], T]) -> T:
-        """`answer` from an up-to-date index: rebuilt when corrupt, in memory when the file
-        cannot be written here (a read-only copy of a store)."""
-        import sqlite3
+        from jupyter_prov4ml.store.index import answer_from_index
 
-        from jupyter_prov4ml.store.index import RunIndex, discard_index_file, index_path, is_corrupt
-
-        if not self.sessions_dir.is_dir():
-            # Nothing recorded yet: answer from an empty index, and create no files.
-            with RunIndex.in_memory_index(self.root) as empty:
-                return answer(empty)
-        for attempt in range(2):
-            index = RunIndex.open(self.root, self.modes)
-            try:
-                self._report(index.refresh().bad_lines)
-                return answer(index)
-            # Values no writer of ours stores (text where a number belongs, a params column
-            # that is not a JSON object): the index was damaged; it is rebuilt like a corrupt one.
-            except (sqlite3.Error, ValueError, TypeError, AttributeError) as error:
-                damaged = not isinstance(error, sqlite3.Error) or is_corrupt(error)
-                if attempt == 0 and damaged and not index.in_memory:
-                    index.close()
-                    discard_index_file(index_path(self.root), None)
-                    continue
-            finally:
-                index.close()
-            break
-        with RunIndex.in_memory_index(self.root) as fallback:
-            self._report(fallback.refresh().bad_lines)
-            return answer(fallback)
+        return answer_from_index(self.root, self.modes, answer, self._report)
 
     def _report(self, bad_lines: int) -> None:
         if bad_lines and self.on_damage is not None:
@@ -257,11 +209,3 @@ def make_private_dirs(path: Path, modes: StoreModes = PRIVATE) -> None:
         return
     if not modes.private:
         os.chmod(path, modes.directory)  # the umask must not take the group's bits away
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

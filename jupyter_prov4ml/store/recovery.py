@@ -21,17 +21,13 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import CellRef, CellRun, HardwareSummary, Param, RunKind, SessionInfo
 from jupyter_prov4ml.redaction import redact_source
+from jupyter_prov4ml.settings import PRIVATE, StoreModes
 from jupyter_prov4ml.store.journal import read_journal
-from jupyter_prov4ml.store.layout import (
-    PRIVATE,
-    Store,
-    StoreModes,
-    make_private_dirs,
-    open_store_file,
-)
+from jupyter_prov4ml.store.layout import Store, make_private_dirs, open_store_file
 
 try:
     import fcntl
@@ -154,10 +150,10 @@ def recover_session(store: Store, session_id: str, notices: Notices) -> list[Cel
     for run_id, opened in state.open.items():
         progress = state.progress.get(run_id)
         try:
-            run, files = _crashed_run(state.session, opened, progress)
+            run, series = _crashed_run(state.session, opened, progress)
         except (KeyError, TypeError, ValueError):
             continue  # an open line we cannot read: nothing trustworthy to finalise
-        writer.submit_run(run, files)
+        writer.submit_run(run, series)
         runs.append(run)
     if not writer.close():
         raise OSError(f"could not write the recovered runs into {store.root}")
@@ -166,10 +162,8 @@ def recover_session(store: Store, session_id: str, notices: Notices) -> list[Cel
 
 def _crashed_run(
     session: SessionInfo, opened: dict[str, Any], progress: Any
-) -> tuple[CellRun, list[Any]]:
-    """The record of a run that never closed, and its data files, from what was journaled."""
-    from jupyter_prov4ml.capture.metrics import MetricsFile
-    from jupyter_prov4ml.hardware.sampler import HardwareSamplesFile
+) -> tuple[CellRun, RunSeries]:
+    """The record of a run that never closed, and its series, from what was journaled."""
 
     started = float(opened["started_at_unix_s"])
     kind: RunKind = "provrun" if opened["kind"] == "provrun" else "cell"
@@ -177,16 +171,14 @@ def _crashed_run(
     last_seen = progress.last_seen_unix_s if progress is not None else None
     ended = max(started, last_seen or started)
     params = [Param(**p) for p in opened.get("params", ())]
-    files: list[Any] = []
+    series = RunSeries()
     hardware: HardwareSummary | None = None
     if progress is not None:
         params += progress.params
         samples = progress.samples
         if len(samples):
             hardware = samples.summary(float(opened.get("interval_s") or 0.1))
-            files.append(HardwareSamplesFile(samples))
-        if progress.metrics is not None:
-            files.append(MetricsFile(progress.metrics))
+        series = RunSeries(progress.metrics, samples)
     source = opened.get("source")
     run = CellRun(
         run_id=str(opened["run_id"]),
@@ -209,4 +201,4 @@ def _crashed_run(
         params=tuple(params),
         hardware=hardware,
     )
-    return run, files
+    return run, series

@@ -14,13 +14,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from jupyter_prov4ml.capture.recorder import (
     ClosedCell,
@@ -29,17 +27,19 @@ from jupyter_prov4ml.capture.recorder import (
     link_fields,
     links_payload,
 )
+from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import CellRun, DataFile, SessionInfo
 from jupyter_prov4ml.redaction import redact_source
+from jupyter_prov4ml.settings import StoreModes
 from jupyter_prov4ml.store.journal import encode_line, jsonable, run_to_dict, session_to_dict
 from jupyter_prov4ml.store.layout import (
     Store,
-    StoreModes,
     atomic_write_bytes,
     make_private_dirs,
     open_store_file,
 )
+from jupyter_prov4ml.store.series_files import encode_run_series
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -53,19 +53,6 @@ DEFAULT_MAX_PENDING = 20_000
 # never re-serializes the whole session, and memory held for the next document is bounded.
 CELLS_PER_DOCUMENT = 2_000
 _NOTICE_KEY = "store"
-
-
-class SeriesFile(Protocol):
-    """A data file of a run (samples, metrics), encoded in the writer thread.
-
-    `encode` returns the file's bytes (empty: no file) and record fields it fills in (such as
-    metric summaries, computed while encoding).
-    """
-
-    @property
-    def role(self) -> str: ...
-
-    def encode(self) -> tuple[bytes, dict[str, Any]]: ...
 
 
 class _Line(NamedTuple):
@@ -82,7 +69,7 @@ class _Opened(NamedTuple):
 @dataclasses.dataclass(slots=True)
 class _RunJob:
     run: CellRun
-    files: Sequence[SeriesFile]
+    series: RunSeries
     future: Future[ProvDocument]
     document: ProvDocument | None = None
     encoded: bool = False
@@ -161,9 +148,9 @@ class StoreWriter:
     def closed_cell(self, cell: ClosedCell) -> None:
         self._append(cell)
 
-    def submit_run(self, run: CellRun, files: Sequence[SeriesFile]) -> Future[ProvDocument]:
+    def submit_run(self, run: CellRun, series: RunSeries) -> Future[ProvDocument]:
         """Queue a run with its own document and data files; the future gives the document."""
-        job = _RunJob(run, files, Future())
+        job = _RunJob(run, series, Future())
         self._append(job)
         self._wake.set()
         return job.future
@@ -447,13 +434,9 @@ class StoreWriter:
 
         run = job.run
         if not job.encoded:
-            data_files, fields = [], {}
-            for series in job.files:
-                data, filled = series.encode()
-                fields.update(filled)
-                if data:
-                    data_files.append(self._data_file(run, series.role, data))
-            run = job.run = dataclasses.replace(run, data_files=tuple(data_files), **fields)
+            encoded, fields = encode_run_series(job.series)
+            data_files = tuple(self._data_file(run, role, data) for role, data in encoded)
+            run = job.run = dataclasses.replace(run, data_files=data_files, **fields)
             job.encoded = True
         if job.document is None:
             job.document = provmodel.run_document(run, self.session)
@@ -530,13 +513,12 @@ class StoreWriter:
             from jupyter_prov4ml.store.index import IndexWriter
 
             self._index = IndexWriter(self.store.root, self.session.session_id, self.store.modes)
-        try:
-            self._index.commit(batch, self._index_clean_since, journal_end, self._index_restart)
-            self._index_restart = False
-        except (sqlite3.Error, OSError):
+        restart = self._index_restart
+        if not self._index.commit(batch, self._index_clean_since, journal_end, restart):
             # Lines after this point go into later batches; readers index the ones before.
             self._index_clean_since = journal_end
             return
+        self._index_restart = False
         self._index_synced_to = journal_end
         if not batch.complete:
             self._index_clean_since = journal_end

@@ -8,8 +8,44 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jupyter_prov4ml.lineage.links import StaleCell
+from jupyter_prov4ml.identity import notebook_cells
+from jupyter_prov4ml.lineage.links import Lineage, StaleCell
 from jupyter_prov4ml.records import CellRun
+
+
+@dataclass(frozen=True)
+class SessionLineage:
+    """One kernel session's executions, its stale cells, and the notebook's cell positions
+    where its file is still there: what `%prov graph`/`stale` and the CLI's `graph`/`stale`
+    show, from the kernel's live lineage or one replayed from a (possibly copied) store."""
+
+    runs: Sequence[CellRun]
+    stale: Sequence[StaleCell]
+    positions: Mapping[str, int] | None
+
+    @classmethod
+    def of(
+        cls,
+        runs: Sequence[CellRun],
+        lineage: Lineage | None = None,
+        notebook_path: str | None = None,
+    ) -> SessionLineage:
+        """`lineage`: the kernel's own; replayed from `runs` when not given."""
+        known = lineage if lineage is not None else Lineage.replay(runs)
+        path = notebook_path or next((r.cell.notebook_path for r in runs), None)
+        notebook = notebook_cells(path)
+        stale = known.stale_cells(*notebook) if notebook else known.stale_cells()
+        return cls(runs, stale, notebook[1] if notebook else None)
+
+    def dot(self, last: int | None = None) -> str:
+        """The lineage graph's DOT (of the last `last` executions if given)."""
+        runs = self.runs
+        if last is not None:
+            runs = runs[-last:] if last > 0 else []
+        return lineage_dot(runs, self.stale, self.positions)
+
+    def report(self) -> StaleReport:
+        return StaleReport(self.stale)
 
 
 @dataclass(frozen=True)
@@ -51,7 +87,7 @@ def lineage_dot(
 ) -> str:
     """DOT of a session's lineage: one node per cell (its executions collapsed), in notebook
     order where known, edges labelled with the variables that flowed, stale cells marked."""
-    import graphviz
+    from jupyter_prov4ml.views.prov_graph import new_digraph
 
     key_of: dict[str, str] = {}
     cells: dict[str, list[CellRun]] = {}
@@ -66,9 +102,7 @@ def lineage_dot(
     stale_reasons = {cell.cell_id or cell.sha256: cell.reasons for cell in stale}
     ids = {key: f"c{index}" for index, key in enumerate(order)}
 
-    graph = graphviz.Digraph("lineage", graph_attr={"rankdir": "TB", "fontsize": "10"})
-    graph.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="10")
-    graph.attr("edge", fontname="Helvetica", fontsize="8", color="#555555")
+    graph = new_digraph("lineage", "TB", shape="box", style="rounded,filled")
     for key in order:
         executions = cells[key]
         latest = executions[-1]

@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from jupyter_prov4ml.capture.run_capture import RunCapture
-from jupyter_prov4ml.hardware.energy import co2_grams
 from jupyter_prov4ml.hardware.gpu import GpuInfo
 from jupyter_prov4ml.hardware.sampler import Tick
-from jupyter_prov4ml.records import CellRun, EnergyLedger
+from jupyter_prov4ml.records import CellRun, EnergyLedger, co2_grams
 
 MIN_UPDATE_INTERVAL_S = 0.25
 MAX_METRIC_ROWS = 8

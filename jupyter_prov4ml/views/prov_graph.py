@@ -27,18 +27,24 @@ _STYLE = {
 }
 
 
-def dot_source(doc: ProvDocument, title: str | None = None) -> str:
-    """The DOT text of a PROV document's graph."""
+def new_digraph(name: str, rankdir: str, **node_attrs: str) -> Any:
+    """A `graphviz.Digraph` in the house style (every graph we draw starts here)."""
     import graphviz
 
+    graph = graphviz.Digraph(name, graph_attr={"rankdir": rankdir, "fontsize": "10"})
+    graph.attr("node", fontname="Helvetica", fontsize="10", **node_attrs)
+    graph.attr("edge", fontname="Helvetica", fontsize="8", color="#555555")
+    return graph
+
+
+def dot_source(doc: ProvDocument, title: str | None = None) -> str:
+    """The DOT text of a PROV document's graph."""
     from jupyter_prov4ml.provmodel import graph_elements
 
     nodes, edges = graph_elements(doc)
-    graph = graphviz.Digraph("provenance", graph_attr={"rankdir": "BT", "fontsize": "10"})
+    graph = new_digraph("provenance", "BT")
     if title:
         graph.attr(label=title, labelloc="t")
-    graph.attr("node", fontname="Helvetica", fontsize="10")
-    graph.attr("edge", fontname="Helvetica", fontsize="8", color="#555555")
     # Graphviz reads "a:b" as node a, port b, and PROV ids are all prefixed: use plain ids.
     ids = {node.node_id: f"n{index}" for index, node in enumerate(nodes)}
     for node in nodes:

@@ -17,7 +17,8 @@ from prov.model import ProvDocument
 
 from conftest import extension_of
 from jupyter_prov4ml.cli.main import main
-from jupyter_prov4ml.store.layout import Store, StoredRun, file_sha256
+from jupyter_prov4ml.identity import file_sha256
+from jupyter_prov4ml.store.layout import Store, StoredRun
 
 rocrate = pytest.importorskip("rocrate.rocrate")
 

@@ -15,8 +15,8 @@ import pytest
 
 import jupyter_prov4ml
 from conftest import closed_runs, deserialize_strict
-from jupyter_prov4ml.capture.metrics import read_metrics_file
 from jupyter_prov4ml.cli.main import main as cli_main
+from jupyter_prov4ml.store.series_files import read_metrics_file
 
 
 def run(shell: Any, source: str) -> Any:

@@ -45,7 +45,8 @@ from jupyter_prov4ml.capture.params import literal_assignments
 from jupyter_prov4ml.cli.main import main as cli_main
 from jupyter_prov4ml.lineage.dataflow import CellDataflow, analyze
 from jupyter_prov4ml.records import CellRef, CellRun
-from jupyter_prov4ml.store.layout import STORE_ENV, Store
+from jupyter_prov4ml.settings import STORE_ENV
+from jupyter_prov4ml.store.layout import Store
 
 CASES: Counter[str] = Counter()
 # What a line of ours may be: one line, this long at most.

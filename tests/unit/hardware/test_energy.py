@@ -10,18 +10,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jupyter_prov4ml.hardware.energy import (
+    RaplReader,
+    counter_delta_j,
+    estimate_cpu_energy_j,
+    gpu_window_energy,
+    integrate_power_j,
+)
+from jupyter_prov4ml.records import EnergyReading, co2_grams
+from jupyter_prov4ml.settings import (
     CARBON_INTENSITY_ENV,
     CPU_WATTS_PER_CORE_ENV,
     DEFAULT_CARBON_INTENSITY_G_PER_KWH,
     DEFAULT_WATTS_PER_CORE,
     EnergyConfig,
-    EnergyReading,
-    RaplReader,
-    co2_grams,
-    counter_delta_j,
-    estimate_cpu_energy_j,
-    gpu_window_energy,
-    integrate_power_j,
 )
 
 NAN = float("nan")

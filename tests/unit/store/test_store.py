@@ -14,19 +14,21 @@ from typing import Any
 import pytest
 
 from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow
-from jupyter_prov4ml.hardware.energy import EnergyReading
-from jupyter_prov4ml.hardware.sampler import HardwareSamplesFile, SampleColumns
+from jupyter_prov4ml.capture.run_capture import RunSeries
+from jupyter_prov4ml.hardware.sampler import SampleColumns
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import (
     CellRef,
     CellRun,
     DataFile,
     EnergyLedger,
+    EnergyReading,
     HardwareSummary,
     Param,
     SeriesSummary,
     SessionInfo,
 )
+from jupyter_prov4ml.settings import DEFAULT_DIRNAME, STORE_ENV, resolve_store_root
 from jupyter_prov4ml.store.journal import (
     encode_line,
     read_journal,
@@ -34,13 +36,7 @@ from jupyter_prov4ml.store.journal import (
     run_to_dict,
     session_to_dict,
 )
-from jupyter_prov4ml.store.layout import (
-    DEFAULT_DIRNAME,
-    STORE_ENV,
-    Store,
-    atomic_write_bytes,
-    resolve_store_root,
-)
+from jupyter_prov4ml.store.layout import Store, atomic_write_bytes
 from jupyter_prov4ml.store.writer import StoreWriter
 
 SESSION = "20260101T000000-abcdef"
@@ -403,7 +399,7 @@ def test_flush_returns_only_after_earlier_lines_are_on_disk(tmp_path: Path) -> N
             while not any(type(item).__name__ == "_FlushMarker" for item in writer._pending):
                 threading.Event().wait(0.001)
             slow = make_run(run_id=f"{SESSION}-00009")
-            writer.submit_run(slow, [HardwareSamplesFile(slow_samples())])
+            writer.submit_run(slow, RunSeries(samples=slow_samples()))
         flusher.join(60)
         assert seen["flushed"] is True
         assert queued_first.run_id in seen["state"].closed  # type: ignore[attr-defined]
