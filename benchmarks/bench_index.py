@@ -149,7 +149,7 @@ def timed(action: Callable[[], object]) -> float:
 
 def append_unindexed_runs(root: Path, count: int, first: int) -> None:
     """Journal lines a killed kernel left behind: never indexed by their writer."""
-    from jupyter_prov4ml.store.journal import encode_line, run_to_dict
+    from jupyter_prov4ml.store.codec import encode_line, run_to_dict
 
     journal = next(root.glob("sessions/*/journal.jsonl"))
     session_id = journal.parent.name

@@ -14,6 +14,8 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from jupyter_prov4ml.notation import utf8_safe
+
 if TYPE_CHECKING:
     from jupyter_prov4ml.kernel.extension import ProvExtension
     from jupyter_prov4ml.records import Artifact
@@ -144,7 +146,7 @@ def track(iterable: Iterable[T], name: str = "epoch", total: int | None = None) 
         return iter(iterable)
     if isinstance(name, str) and not str.isascii(name):
         # A lone surrogate cannot be written to the steps file (UTF-8): keep it as an escape.
-        name = str.encode(name, "utf-8", "backslashreplace").decode("utf-8")
+        name = utf8_safe(str.__str__(name))
     return extension.api_track(iterable, name, total)
 
 

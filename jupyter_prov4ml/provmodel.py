@@ -6,7 +6,6 @@ document is ~12× slower than plain dicts).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import math
 import re
@@ -18,6 +17,7 @@ from typing import Any
 from prov.identifier import Namespace, QualifiedName
 from prov.model import PROV_TYPE, PROV_VALUE, ProvActivity, ProvAgent, ProvDocument, ProvEntity
 
+from jupyter_prov4ml.notation import iso_utc, utc_datetime
 from jupyter_prov4ml.records import (
     CellRun,
     DataFile,
@@ -97,7 +97,7 @@ class _Builder:
                 "memory_total_bytes": info.memory_total_bytes,
                 "gpus": "; ".join(info.gpus) or "none",
                 "notebook_path": info.notebook_path,
-                "session_started_at": _iso(info.started_at_unix_s),
+                "session_started_at": iso_utc(info.started_at_unix_s),
                 # already allow-listed and redacted when captured (environment.py)
                 **{f"env_{safe_local(name)}": value for name, value in info.environment},
             },
@@ -128,8 +128,8 @@ class _Builder:
     def run(self, run: CellRun, info: SessionInfo | None) -> ProvActivity:
         activity = self.doc.activity(
             self.q(f"run_{run.run_id}"),
-            _datetime(run.started_at_unix_s),
-            _datetime(run.ended_at_unix_s),
+            utc_datetime(run.started_at_unix_s),
+            utc_datetime(run.ended_at_unix_s),
             {
                 PROV_TYPE: self.q("ProvRun" if run.kind == "provrun" else "CellExecution"),
                 **self.attrs(
@@ -255,8 +255,8 @@ class _Builder:
         }
         activity = self.doc.activity(
             self.q(f"step_{run.run_id}_{safe_local(step.loop)}_{step.index}"),
-            _datetime(step.started_at_unix_s),
-            _datetime(step.started_at_unix_s + step.wall_time_s),
+            utc_datetime(step.started_at_unix_s),
+            utc_datetime(step.started_at_unix_s + step.wall_time_s),
             {PROV_TYPE: self.q("LoopStep"), **self.attrs(attrs)},
         )
         activity.wasInformedBy(run_activity)
@@ -508,11 +508,3 @@ def prov_value(value: ParamValue | float) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
     return value
-
-
-def _datetime(unix_s: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.timezone.utc)
-
-
-def _iso(unix_s: float) -> str:
-    return _datetime(unix_s).isoformat()

@@ -8,6 +8,7 @@ import math
 import re
 import warnings
 
+from jupyter_prov4ml.notation import utf8_safe
 from jupyter_prov4ml.records import Param, ParamValue
 from jupyter_prov4ml.redaction import redact_value
 
@@ -85,7 +86,7 @@ def literal_assignments(source: str) -> list[Param]:
     except UnicodeEncodeError:
         # Lone surrogates (text decoded with surrogateescape) cannot reach the parser: written
         # as `\udcff` escapes they can, and a string literal holding one keeps its value.
-        return literal_assignments(source.encode("utf-8", "backslashreplace").decode("utf-8"))
+        return literal_assignments(utf8_safe(source))
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return []
     found: dict[str, Param] = {}

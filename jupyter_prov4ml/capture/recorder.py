@@ -42,6 +42,14 @@ class OpenWindow:
     closed: bool = False
     # Created on the first API call (log_metric, track, ...) made while this cell runs.
     capture: RunCapture | None = None
+    # The source as stored (credentials redacted): made once, in the writer thread.
+    _stored_source: str | None = None
+
+    def stored_source(self) -> str:
+        """The source as the store keeps it, redacted once however often it is written."""
+        if self._stored_source is None:
+            self._stored_source = redact_source(self.source)
+        return self._stored_source
 
 
 class ClosedCell(NamedTuple):
@@ -69,26 +77,6 @@ def link_fields(links: Links | None) -> dict[str, Any]:
     }
 
 
-def links_payload(links: Links | None) -> dict[str, Any]:
-    """The journal (JSON) form of a record's lineage fields, as `run_to_dict` writes them."""
-    if links is None:
-        return {}
-    return {
-        "reads": list(links.reads),
-        "variables": [
-            {
-                "name": v.name,
-                "type_name": v.type_name,
-                "description": v.description,
-                "value_sha256": v.value_sha256,
-            }
-            for v in links.variables
-        ],
-        "informed_by": [[run, list(names)] for run, names in links.informed_by],
-        "derived_from_sha256": links.derived_from_sha256,
-    }
-
-
 def build_run(
     session_id: str,
     notebook_path: str | None,
@@ -102,22 +90,45 @@ def build_run(
     **details: Any,
 ) -> CellRun:
     """The record of a window that ended at the given clock readings."""
-    wall_s = (ended_perf_ns - window.started_perf_ns) / 1e9
+    return make_run(
+        window.run_id,
+        session_id,
+        kind,
+        CellRef(
+            window.sha256, window.stored_source(), window.cell_id, execution_count, notebook_path
+        ),
+        window.started_unix_s,
+        (ended_perf_ns - window.started_perf_ns) / 1e9,
+        (ended_cpu_ns - window.started_cpu_ns) / 1e9,
+        status,
+        error_type,
+        **details,
+    )
+
+
+def make_run(
+    run_id: str,
+    session_id: str,
+    kind: RunKind,
+    cell: CellRef,
+    started_unix_s: float,
+    wall_time_s: float,
+    cpu_time_s: float,
+    status: Status,
+    error_type: str | None,
+    **details: Any,
+) -> CellRun:
+    """The one place a run's record is made (from a cell's clocks by `build_run`, from a
+    dead kernel's journal by recovery); `cell.source` is the stored, redacted source."""
     return CellRun(
-        run_id=window.run_id,
+        run_id=run_id,
         session_id=session_id,
         kind=kind,
-        cell=CellRef(
-            sha256=window.sha256,
-            source=redact_source(window.source),
-            cell_id=window.cell_id,
-            execution_count=execution_count,
-            notebook_path=notebook_path,
-        ),
-        started_at_unix_s=window.started_unix_s,
-        ended_at_unix_s=window.started_unix_s + wall_s,
-        wall_time_s=wall_s,
-        cpu_time_s=(ended_cpu_ns - window.started_cpu_ns) / 1e9,
+        cell=cell,
+        started_at_unix_s=started_unix_s,
+        ended_at_unix_s=started_unix_s + wall_time_s,
+        wall_time_s=wall_time_s,
+        cpu_time_s=cpu_time_s,
         status=status,
         error_type=error_type,
         **details,

@@ -10,7 +10,6 @@ The only module that imports `rocrate`.
 
 from __future__ import annotations
 
-import datetime as dt
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from jupyter_prov4ml.identity import file_sha256
+from jupyter_prov4ml.notation import iso_utc
 from jupyter_prov4ml.store.layout import Store, StoredRun
 
 PROCESS_RUN_CRATE = "https://w3id.org/ro/wfrun/process/0.5"
@@ -216,8 +216,8 @@ def _describe(
     action_props: dict[str, Any] = {
         "@type": "CreateAction",
         "name": f"execution of {title}",
-        "startTime": _iso(run.started_at_unix_s),
-        "endTime": _iso(run.ended_at_unix_s),
+        "startTime": iso_utc(run.started_at_unix_s),
+        "endTime": iso_utc(run.ended_at_unix_s),
         "actionStatus": {
             "@id": "http://schema.org/"
             + ("CompletedActionStatus" if run.status == "ok" else "FailedActionStatus")
@@ -262,7 +262,3 @@ def _version() -> str:
         return metadata.version("jupyter_prov4ml")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _iso(unix_s: float) -> str:
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.timezone.utc).isoformat()

@@ -31,6 +31,7 @@ from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import SessionInfo
 from jupyter_prov4ml.settings import EnergyConfig, Settings
 from jupyter_prov4ml.store.layout import Store
+from jupyter_prov4ml.store.recovery import recover_store
 from jupyter_prov4ml.store.writer import StoreWriter
 from jupyter_prov4ml.views.lineage_graph import SessionLineage
 
@@ -92,7 +93,7 @@ class ProvExtension:
             self.settings.store_modes,
             self._store_damaged,
         )
-        self.writer = StoreWriter(self.store, self.session, self.notices)
+        self.writer = StoreWriter(self.store, self.session, self.notices, recover=recover_store)
         self.recorder = Recorder(
             self.session.session_id,
             self.writer,
@@ -158,7 +159,7 @@ class ProvExtension:
         """Switch to another store: what is pending goes to the old one first."""
         self.writer.close()
         self.store = Store(root, self.store.modes, self._store_damaged)
-        self.writer = StoreWriter(self.store, self.session, self.notices)
+        self.writer = StoreWriter(self.store, self.session, self.notices, recover=recover_store)
         self.recorder.rebind(self.writer)
         self.writer.start()
 

@@ -13,6 +13,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from jupyter_prov4ml.capture.params import ParamError, parse_param_option
 from jupyter_prov4ml.kernel.provrun import ProvrunOptions, run_captured
+from jupyter_prov4ml.notation import utf8_safe
 from jupyter_prov4ml.notices import brief
 from jupyter_prov4ml.views.prov_graph import ProvGraph
 from jupyter_prov4ml.views.run_display import show_finished_run, show_stored_run
@@ -90,7 +91,7 @@ class ProvMagics(Magics):
             )
         options = ProvrunOptions(
             # A lone surrogate (text decoded with surrogateescape) cannot be stored as UTF-8.
-            name=_valid_text(args.name),
+            name=None if args.name is None else utf8_safe(args.name),
             params=params,
             interval_s=args.interval,
             graph=not args.no_graph,
@@ -210,8 +211,3 @@ class ProvMagics(Magics):
             f"jupyter_prov4ml: carbon intensity {config.carbon_intensity_g_per_kwh:g} g/kWh, "
             f"CPU {config.watts_per_core:g} W per core"
         )
-
-
-def _valid_text(text: str | None) -> str | None:
-    """`text` with lone surrogates written as `\\udcff` escapes (None stays None)."""
-    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")

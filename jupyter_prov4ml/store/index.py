@@ -14,7 +14,6 @@ the reader cannot write is indexed in memory for that call.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import math
 import operator
@@ -26,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from jupyter_prov4ml.notation import iso_utc, utf8_safe
 from jupyter_prov4ml.records import CellRef, CellRun, ParamValue
 from jupyter_prov4ml.settings import PRIVATE, StoreModes
-from jupyter_prov4ml.store.journal import run_from_dict, session_from_dict
-from jupyter_prov4ml.store.layout import open_store_file
+from jupyter_prov4ml.store.codec import run_from_dict, session_from_dict
+from jupyter_prov4ml.store.files import open_store_file
 
 T = TypeVar("T")
 INDEX_NAME = "index.sqlite"
@@ -167,11 +167,6 @@ class IndexedRun(NamedTuple):
         )
 
 
-def iso_utc(unix_s: float) -> str:
-    """A time as ISO 8601 in UTC (`2026-01-01T12:00:00.123456+00:00`)."""
-    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).isoformat()
-
-
 @dataclass(frozen=True, slots=True)
 class RunQuery:
     """Which runs to list: all filters apply, then `last` keeps the newest N."""
@@ -293,7 +288,7 @@ def _text(value: Any, optional: bool = False) -> Any:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return utf8_safe(value)
     return value
 
 

@@ -9,11 +9,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +19,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from jupyter_prov4ml.records import CellRun, SessionInfo
 from jupyter_prov4ml.settings import PRIVATE, StoreModes
-from jupyter_prov4ml.store.journal import (
-    JournalState,
-    read_journal,
-    run_from_dict,
-    session_from_dict,
-)
+from jupyter_prov4ml.store.codec import run_from_dict, session_from_dict
+from jupyter_prov4ml.store.files import make_private_dirs
+from jupyter_prov4ml.store.journal import JournalState, read_journal
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -168,44 +163,3 @@ class Store:
             prov = self.root / record.prov_path if record.prov_path else None
             found.append(StoredRun(run, session, prov))
         return found
-
-
-def atomic_write_bytes(path: Path, data: bytes, modes: StoreModes = PRIVATE) -> None:
-    """Write `data` to `path` so readers see the old file or the new one, never half of one."""
-    make_private_dirs(path.parent, modes)
-    # mkstemp creates the file 0600: provenance stays readable by the user only.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if not modes.private:
-            os.fchmod(fd, modes.file)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def open_store_file(path: Path, flags: int, modes: StoreModes = PRIVATE) -> int:
-    """`os.open` with O_CREAT: a new file gets the store's file mode, which the umask may not
-    narrow (a store shared with the group stays shared)."""
-    fd = os.open(path, flags | os.O_CREAT, modes.file)
-    if not modes.private:
-        os.fchmod(fd, modes.file)
-    return fd
-
-
-def make_private_dirs(path: Path, modes: StoreModes = PRIVATE) -> None:
-    """`mkdir -p` with new folders readable by the user only (0700), or as configured."""
-    if path.is_dir():
-        return
-    make_private_dirs(path.parent, modes)
-    try:
-        path.mkdir(mode=modes.directory)
-    except FileExistsError:
-        return
-    if not modes.private:
-        os.chmod(path, modes.directory)  # the umask must not take the group's bits away

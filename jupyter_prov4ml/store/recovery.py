@@ -15,84 +15,19 @@ Without `fcntl` (Windows) sessions hold no lock and nothing is recovered.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from jupyter_prov4ml.capture.recorder import make_run
 from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import CellRef, CellRun, HardwareSummary, Param, RunKind, SessionInfo
 from jupyter_prov4ml.redaction import redact_source
-from jupyter_prov4ml.settings import PRIVATE, StoreModes
 from jupyter_prov4ml.store.journal import read_journal
-from jupyter_prov4ml.store.layout import Store, make_private_dirs, open_store_file
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-LOCK_NAME = "writer.lock"
-
-
-class SessionLock:
-    """An exclusive lock on a session folder's lock file (held open until released)."""
-
-    def __init__(self, path: Path, handle: IO[bytes]) -> None:
-        self.path = path
-        self._handle = handle
-
-    @classmethod
-    def hold(cls, session_dir: Path, modes: StoreModes = PRIVATE) -> SessionLock | None:
-        """Create and lock the lock file of a session that is starting (None without fcntl).
-        Raises OSError when the store cannot be written."""
-        if fcntl is None:
-            return None
-        make_private_dirs(session_dir, modes)
-        path = session_dir / LOCK_NAME
-        while True:
-            handle = os.fdopen(open_store_file(path, os.O_RDWR, modes), "r+b")
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            # A recoverer may have removed the file between our open and our lock: lock the
-            # file that is there now, or nobody could tell this session is alive.
-            if _same_file(handle, path):
-                return cls(path, handle)
-            handle.close()
-
-    @classmethod
-    def take_if_dead(cls, session_dir: Path) -> SessionLock | None:
-        """The lock of a session whose kernel is gone; None while it lives (or was closed)."""
-        if fcntl is None:
-            return None
-        path = session_dir / LOCK_NAME
-        try:
-            handle = os.fdopen(os.open(path, os.O_RDWR), "r+b")
-        except OSError:
-            return None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            return None
-        if not _same_file(handle, path):
-            handle.close()
-            return None
-        return cls(path, handle)
-
-    def release(self, remove: bool) -> None:
-        if remove:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-        self._handle.close()
-
-
-def _same_file(handle: IO[bytes], path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
-    except OSError:
-        return False
+from jupyter_prov4ml.store.layout import Store
+from jupyter_prov4ml.store.session_lock import LOCK_NAME, SessionLock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,23 +115,23 @@ def _crashed_run(
             hardware = samples.summary(float(opened.get("interval_s") or 0.1))
         series = RunSeries(progress.metrics, samples)
     source = opened.get("source")
-    run = CellRun(
-        run_id=str(opened["run_id"]),
-        session_id=session.session_id,
-        kind=kind,
-        cell=CellRef(
+    run = make_run(
+        str(opened["run_id"]),
+        session.session_id,
+        kind,
+        CellRef(
             sha256=str(opened["cell_sha256"]),
+            # written redacted by the writer; redacted again, since the store is untrusted
             source=redact_source(source) if isinstance(source, str) else "",
             cell_id=opened.get("cell_id"),
             execution_count=opened.get("execution_count"),
             notebook_path=opened.get("notebook_path", session.notebook_path),
         ),
-        started_at_unix_s=started,
-        ended_at_unix_s=ended,
-        wall_time_s=ended - started,
-        cpu_time_s=progress.cpu_time_s if progress is not None else 0.0,
-        status="crashed",
-        error_type="KernelDied",
+        started,
+        ended - started,
+        progress.cpu_time_s if progress is not None else 0.0,
+        "crashed",
+        "KernelDied",
         name=opened.get("name"),
         params=tuple(params),
         hardware=hardware,

@@ -16,36 +16,37 @@ import json
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from jupyter_prov4ml.capture.recorder import (
     ClosedCell,
     OpenWindow,
     build_run,
     link_fields,
-    links_payload,
 )
 from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import CellRun, DataFile, SessionInfo
-from jupyter_prov4ml.redaction import redact_source
 from jupyter_prov4ml.settings import StoreModes
-from jupyter_prov4ml.store.journal import encode_line, jsonable, run_to_dict, session_to_dict
-from jupyter_prov4ml.store.layout import (
-    Store,
-    atomic_write_bytes,
-    make_private_dirs,
-    open_store_file,
+from jupyter_prov4ml.store.codec import (
+    closed_cell_to_dict,
+    encode_line,
+    jsonable,
+    run_to_dict,
+    session_to_dict,
 )
+from jupyter_prov4ml.store.files import atomic_write_bytes, make_private_dirs, open_store_file
+from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.series_files import encode_run_series
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
 
     from jupyter_prov4ml.store.index import IndexBatch, IndexWriter
-    from jupyter_prov4ml.store.recovery import SessionLock
+    from jupyter_prov4ml.store.session_lock import SessionLock
 
 DEFAULT_PERIOD_S = 0.5
 DEFAULT_MAX_PENDING = 20_000
@@ -53,6 +54,14 @@ DEFAULT_MAX_PENDING = 20_000
 # never re-serializes the whole session, and memory held for the next document is bounded.
 CELLS_PER_DOCUMENT = 2_000
 _NOTICE_KEY = "store"
+
+
+class Recovery(Protocol):
+    """What a recovery pass reports: true when it finalised something."""
+
+    def __bool__(self) -> bool: ...
+
+    def describe(self) -> str: ...
 
 
 class _Line(NamedTuple):
@@ -95,9 +104,12 @@ class StoreWriter:
         period_s: float = DEFAULT_PERIOD_S,
         max_pending: int = DEFAULT_MAX_PENDING,
         resumed: bool = False,
+        recover: Callable[[Store, Notices], Recovery] | None = None,
     ) -> None:
         """`resumed`: write into the journal of an earlier session (that `recovery` holds the
-        lock of) instead of starting one: no session line, no lock, no recovery pass."""
+        lock of) instead of starting one: no session line, no lock, no recovery pass.
+        `recover`: run once in the writer thread at start-up, to finalise what kernels that
+        died on this store left open (the kernel passes `recovery.recover_store`)."""
         self.store = store
         self.session = session
         self.notices = notices
@@ -122,6 +134,7 @@ class StoreWriter:
         self._index_restart = False
         self._journal_begun = False
         self._resumed = resumed
+        self._recover = recover
         # Held while the session lives, so `recovery` can tell a dead kernel from a busy one.
         self._lock: SessionLock | None = None
         if not resumed:
@@ -223,7 +236,7 @@ class StoreWriter:
         the store is unwritable now)."""
         if self._resumed or self._lock is not None:
             return
-        from jupyter_prov4ml.store.recovery import SessionLock
+        from jupyter_prov4ml.store.session_lock import SessionLock
 
         with contextlib.suppress(OSError):
             session_dir = self.store.session_dir(self.session.session_id)
@@ -231,12 +244,10 @@ class StoreWriter:
 
     def _recover_crashed(self) -> None:
         """Finalise the runs of kernels that died on this store (once, at start-up)."""
-        if self._resumed:
+        if self._resumed or self._recover is None:
             return
-        from jupyter_prov4ml.store.recovery import recover_store
-
         try:
-            recovered = recover_store(self.store, self.notices)
+            recovered = self._recover(self.store, self.notices)
         except Exception as error:  # noqa: BLE001 - recovery must never cost this session
             self.notices.warn("recovery", f"could not recover crashed runs ({error!r})")
             return
@@ -348,7 +359,7 @@ class StoreWriter:
                     "cell_sha256": window.sha256,
                     "cell_id": window.cell_id,
                     "started_at_unix_s": window.started_unix_s,
-                    "source": redact_source(window.source),
+                    "source": window.stored_source(),
                     "notebook_path": self.session.notebook_path,
                     **jsonable(item.details or {}),
                 },
@@ -376,29 +387,9 @@ class StoreWriter:
             item.done.set()
 
     def _cell_payload(self, cell: ClosedCell) -> dict[str, Any]:
-        """The journal form of a plain cell, written out by hand: `dataclasses.asdict` costs
-        ~10× more, and this runs once per executed cell. Same shape as `run_to_dict`."""
-        window = cell.window
-        wall_s = (cell.ended_perf_ns - window.started_perf_ns) / 1e9
-        return {
-            "run_id": window.run_id,
-            "session_id": self.session.session_id,
-            "kind": "cell",
-            "cell": {
-                "sha256": window.sha256,
-                "source": redact_source(window.source),
-                "cell_id": window.cell_id,
-                "execution_count": cell.execution_count,
-                "notebook_path": self.session.notebook_path,
-            },
-            "started_at_unix_s": window.started_unix_s,
-            "ended_at_unix_s": window.started_unix_s + wall_s,
-            "wall_time_s": wall_s,
-            "cpu_time_s": (cell.ended_cpu_ns - window.started_cpu_ns) / 1e9,
-            "status": cell.status,
-            "error_type": cell.error_type,
-            **links_payload(cell.links),
-        }
+        session = self.session
+        source = cell.window.stored_source()
+        return closed_cell_to_dict(cell, session.session_id, session.notebook_path, source)
 
     def _write_cells_document(self) -> None:
         """One PROV document for the plain cells journaled since the last one."""

@@ -7,13 +7,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import html
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from jupyter_prov4ml.notation import iso_utc, strict_json
 from jupyter_prov4ml.records import CellRun, MetricSummary, SessionInfo
 from jupyter_prov4ml.store.layout import Store, StoredRun
 
@@ -108,7 +107,7 @@ class RunDiff:
         def values(changes: tuple[ValueChange, ...]) -> list[dict[str, Any]]:
             return [{"name": c.name, "a": c.a, "b": c.b, "change": c.change} for c in changes]
 
-        encoded: dict[str, Any] = _strict_json(
+        encoded: dict[str, Any] = strict_json(
             {
                 "a": _side_dict(self.a),
                 "b": _side_dict(self.b),
@@ -243,7 +242,7 @@ def _side(stored: StoredRun, store: Store | None) -> RunSide:
         run_id=run.run_id,
         name=run.name,
         kind=run.kind,
-        started_at=dt.datetime.fromtimestamp(run.started_at_unix_s, dt.timezone.utc).isoformat(),
+        started_at=iso_utc(run.started_at_unix_s),
         cell_sha256=run.cell.sha256,
         prov_path=prov,
     )
@@ -332,17 +331,6 @@ def _environment(a: SessionInfo | None, b: SessionInfo | None) -> tuple[ValueCha
     return tuple(
         ValueChange.of(n, facts_a.get(n), facts_b.get(n), n in facts_a, n in facts_b) for n in names
     )
-
-
-def _strict_json(value: Any) -> Any:
-    """Non-finite floats as text, as the journal keeps them: JSON has no NaN."""
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict_json(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    return value
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -26,7 +26,7 @@ from jupyter_prov4ml.provmodel import session_document
 from jupyter_prov4ml.records import SessionInfo
 from jupyter_prov4ml.redaction import REDACTED
 from jupyter_prov4ml.settings import STORE_ENV
-from jupyter_prov4ml.store.journal import session_from_dict, session_to_dict
+from jupyter_prov4ml.store.codec import session_from_dict, session_to_dict
 
 GITHUB_TOKEN = "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3hJ5"
 

@@ -29,14 +29,10 @@ from jupyter_prov4ml.records import (
     SessionInfo,
 )
 from jupyter_prov4ml.settings import DEFAULT_DIRNAME, STORE_ENV, resolve_store_root
-from jupyter_prov4ml.store.journal import (
-    encode_line,
-    read_journal,
-    run_from_dict,
-    run_to_dict,
-    session_to_dict,
-)
-from jupyter_prov4ml.store.layout import Store, atomic_write_bytes
+from jupyter_prov4ml.store.files import atomic_write_bytes
+from jupyter_prov4ml.store.journal import read_journal
+from jupyter_prov4ml.store.codec import encode_line, run_from_dict, run_to_dict, session_to_dict
+from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.writer import StoreWriter
 
 SESSION = "20260101T000000-abcdef"
