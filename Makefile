@@ -31,13 +31,14 @@ demo: $(STAMP) system-deps
 	@find $(DEMO)/prov4ml -name '*.prov.json' | sort | sed 's/^/  /'
 	@echo "graph (SVG):       $(DEMO)/provrun-graph.svg"
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check jupyter_prov4ml tests benchmarks
 	$(BIN)/ruff format --check jupyter_prov4ml tests benchmarks
 	$(BIN)/mypy jupyter_prov4ml
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

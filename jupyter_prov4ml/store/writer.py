@@ -39,13 +39,13 @@ from jupyter_prov4ml.store.codec import (
     session_to_dict,
 )
 from jupyter_prov4ml.store.files import atomic_write_bytes, make_private_dirs, open_store_file
+from jupyter_prov4ml.store.index_sync import IndexSync
 from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.series_files import encode_run_series
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
 
-    from jupyter_prov4ml.store.index import IndexBatch, IndexWriter
     from jupyter_prov4ml.store.session_lock import SessionLock
 
 DEFAULT_PERIOD_S = 0.5
@@ -124,14 +124,7 @@ class StoreWriter:
         self._failing = False
         self._undocumented: list[ClosedCell] = []
         self._documents_written = 0
-        # The index: rows of what this drain journaled, and the journal offset since which
-        # every line this writer wrote is in the index (None: unknown, until the next open).
-        # Made on first use, in the writer thread: `%load_ext` does not import sqlite3.
-        self._index: IndexWriter | None = None
-        self._index_batch_now: IndexBatch | None = None
-        self._index_clean_since: int | None = None
-        self._index_synced_to = -1
-        self._index_restart = False
+        self._index = IndexSync(store.root, session.session_id, store.modes)
         self._journal_begun = False
         self._resumed = resumed
         self._recover = recover
@@ -190,8 +183,7 @@ class StoreWriter:
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
-            if self._index is not None:
-                self._index.close()
+            self._index.close()
             if self._lock is not None and flushed:
                 # Everything is written: there is nothing left for recovery to look at.
                 self._lock.release(remove=True)
@@ -324,9 +316,7 @@ class StoreWriter:
 
     def _on_failure(self, error: OSError) -> None:
         self._failing = True
-        # Lines buffered for the journal may be lost: index nothing that the journal lacks.
-        self._index_batch_now = None
-        self._index_clean_since = None
+        self._index.write_failed()
         self.notices.reset("store-recovered")
         if self._journal is not None:
             with contextlib.suppress(OSError):
@@ -345,7 +335,7 @@ class StoreWriter:
             payload = jsonable(item.payload) if item.event == "progress" else item.payload
             self._journal_line(item.event, payload)
             if item.event == "session":
-                self._index_batch().session_json = json.dumps(item.payload["session"])
+                self._index.batch().session_json = json.dumps(item.payload["session"])
         elif isinstance(item, _Opened):
             window = item.window
             # Its close is already queued behind it: an open line would only cost space.
@@ -367,7 +357,7 @@ class StoreWriter:
         elif isinstance(item, ClosedCell):
             payload = self._cell_payload(item)
             line = self._journal_line("close", {"run": payload})
-            self._index_batch().add_close(self.session.session_id, payload, None, line)
+            self._index.batch().add_close(self.session.session_id, payload, None, line)
             self._undocumented.append(item)
             if len(self._undocumented) >= CELLS_PER_DOCUMENT:
                 self._write_cells_document()
@@ -416,7 +406,7 @@ class StoreWriter:
         relpath = self.store.relpath(path)
         run_ids = [run.run_id for run in runs]
         self._journal_line("document", {"path": relpath, "run_ids": run_ids})
-        self._index_batch().add_document(relpath, run_ids)
+        self._index.batch().add_document(relpath, run_ids)
         self._documents_written += 1
         self._undocumented = []
 
@@ -437,7 +427,7 @@ class StoreWriter:
         atomic_write_bytes(path, data, self.store.modes)
         record, relpath = run_to_dict(run), self.store.relpath(path)
         line = self._journal_line("close", {"run": record, "prov_path": relpath})
-        self._index_batch().add_close(self.session.session_id, record, relpath, line)
+        self._index.batch().add_close(self.session.session_id, record, relpath, line)
 
     def _data_file(self, run: CellRun, role: str, data: bytes) -> DataFile:
         path = self.store.run_path(run, f".{role}.parquet")
@@ -470,49 +460,17 @@ class StoreWriter:
             size += 1
         if size == 0:
             if self._journal_begun:
-                # Ours was removed under us: the index forgets what it held of the old file.
-                self._index_restart = True
-                self._index_clean_since = None
-                self._index_synced_to = -1
+                self._index.journal_restarted()  # ours was removed under us
             if first_event != "session":  # a journal always starts with its session
                 session = session_to_dict(self.session)
                 self._journal.write(encode_line("session", {"session": session}))
-                self._index_batch().session_json = json.dumps(session)
+                self._index.batch().session_json = json.dumps(session)
         self._journal_begun = True
-        if self._index_clean_since is None:
-            self._index_clean_since = size
-
-    def _index_batch(self) -> IndexBatch:
-        """The rows this drain has journaled so far, to be indexed by `_sync_index`."""
-        if self._index_batch_now is None:
-            from jupyter_prov4ml.store.index import IndexBatch
-
-            self._index_batch_now = IndexBatch()
-        return self._index_batch_now
+        self._index.journal_opened(size)
 
     def _sync_index(self) -> None:
-        """Index what this drain journaled (the journal is flushed): one transaction. The index
-        is derived data, so a failure here only costs readers a catch-up from the journal."""
-        if self._journal is None:
-            return
-        batch = self._index_batch()
-        self._index_batch_now = None
-        journal_end = os.fstat(self._journal.fileno()).st_size
-        if not batch and journal_end == self._index_synced_to:
-            return
-        if self._index is None:
-            from jupyter_prov4ml.store.index import IndexWriter
-
-            self._index = IndexWriter(self.store.root, self.session.session_id, self.store.modes)
-        restart = self._index_restart
-        if not self._index.commit(batch, self._index_clean_since, journal_end, restart):
-            # Lines after this point go into later batches; readers index the ones before.
-            self._index_clean_since = journal_end
-            return
-        self._index_restart = False
-        self._index_synced_to = journal_end
-        if not batch.complete:
-            self._index_clean_since = journal_end
+        if self._journal is not None:
+            self._index.sync(os.fstat(self._journal.fileno()).st_size)
 
 
 def _open_private_append(path: Path, modes: StoreModes) -> IO[str]:

@@ -29,9 +29,9 @@ from jupyter_prov4ml.records import (
     SessionInfo,
 )
 from jupyter_prov4ml.settings import DEFAULT_DIRNAME, STORE_ENV, resolve_store_root
+from jupyter_prov4ml.store.codec import encode_line, run_from_dict, run_to_dict, session_to_dict
 from jupyter_prov4ml.store.files import atomic_write_bytes
 from jupyter_prov4ml.store.journal import read_journal
-from jupyter_prov4ml.store.codec import encode_line, run_from_dict, run_to_dict, session_to_dict
 from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.writer import StoreWriter
 
