@@ -1,76 +1,83 @@
-"""Progress checkpoints of a running `%%provrun`: what a killed kernel leaves behind.
+"""Progress of a running `%%provrun`: what a killed kernel leaves behind.
 
 Every `CHECKPOINT_PERIOD_S` the sampler thread hands the store writer what is new since the
-last checkpoint (samples, metric points, parameters logged through the API), and the writer
-appends it to the journal as one `progress` line and flushes. The user's code pays nothing:
-`log_metric` only appends to its arrays; this thread reads them. A kernel killed mid-cell
-loses at most the last period (plus one sampling interval) of these; `recovery` turns the
-journaled pieces back into a run with status `crashed`.
+last checkpoint (samples, metric points, parameters logged through the API) as progress
+slices; the writer journals each as one `progress` line (`store.codec` is their JSON form).
+The user's code pays nothing: `log_metric` only appends to its arrays; this thread reads them.
+A kernel killed mid-cell loses at most the last period (plus one sampling interval);
+`recovery` folds the journaled slices back into a run with status `crashed`.
 
-Columns travel as base64 of little-endian 64-bit arrays: lossless for NaN and infinities,
-about 11 bytes a value, and cheap to encode in a thread that shares the GIL with training.
+A slice holds at most `MAX_SLICE_POINTS` metric points, so no journal line is big enough to
+block the writer's queue on a nearly full disk (a 300,000-point checkpoint is 15 slices).
 """
 
 from __future__ import annotations
 
-import base64
 import bisect
 import dataclasses
 import math
-import sys
 import time
 from array import array
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from jupyter_prov4ml.capture.metrics import MetricLog, MetricSeries
 from jupyter_prov4ml.hardware.sampler import SampleColumns
+from jupyter_prov4ml.records import Param
 
 if TYPE_CHECKING:
     from jupyter_prov4ml.capture.run_capture import RunCapture
     from jupyter_prov4ml.hardware.sampler import Tick
-    from jupyter_prov4ml.records import Param
 
 CHECKPOINT_PERIOD_S = 2.0
-_BIG_ENDIAN = sys.byteorder == "big"
+# About 0.7 MB of journal line at most (11 bytes a value, three columns a point).
+MAX_SLICE_POINTS = 20_000
 
 
-def pack(values: Sequence[float] | Sequence[int], typecode: str) -> str:
-    """64-bit values (typecode `d` or `q`) as base64 of their little-endian bytes."""
-    packed = values if isinstance(values, array) else array(typecode, values)
-    if _BIG_ENDIAN:
-        packed = array(typecode, packed)
-        packed.byteswap()
-    return base64.b64encode(packed.tobytes()).decode("ascii")
+@dataclasses.dataclass(frozen=True, slots=True)
+class MetricChunk:
+    """Points of one metric series, in the order they were logged."""
+
+    name: str
+    context: str
+    steps: array[int]
+    values: array[float]
+    times_ns: array[int]
+
+    def __len__(self) -> int:
+        return len(self.steps)
 
 
-def unpack(text: str, typecode: str) -> array[Any]:
-    """The inverse of `pack`; raises ValueError for text that is not such a column."""
-    raw = base64.b64decode(text.encode("ascii"), validate=True)
-    if len(raw) % 8:
-        raise ValueError("a packed column is a whole number of 8-byte values")
-    values = array(typecode)
-    values.frombytes(raw)
-    if _BIG_ENDIAN:
-        values.byteswap()
-    return values
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProgressSlice:
+    """A piece of a running run's progress: one `progress` journal line."""
+
+    run_id: str
+    at_unix_s: float
+    cpu_time_s: float
+    samples: tuple[int, dict[str, array[float]]] | None = None  # (downsample factor, columns)
+    metrics_t0_ns: int | None = None
+    metrics: tuple[MetricChunk, ...] = ()
+    params: tuple[Param, ...] = ()
 
 
 class Checkpointer:
-    """A sampler subscriber that journals a run's progress every `period_s`."""
+    """A sampler subscriber that hands the writer a run's progress every `period_s`."""
 
     def __init__(
         self,
         run_id: str,
         samples: Callable[[], SampleColumns],
         capture: RunCapture,
-        sink: Callable[[dict[str, Any]], None],
+        sink: Callable[[ProgressSlice], None],
         started_cpu_ns: int,
         period_s: float = CHECKPOINT_PERIOD_S,
+        max_slice_points: int = MAX_SLICE_POINTS,
     ) -> None:
         self.run_id = run_id
         self._started_cpu_ns = started_cpu_ns
         self.period_s = period_s
+        self.max_slice_points = max_slice_points
         self._samples = samples
         self._capture = capture
         self._sink = sink
@@ -87,43 +94,43 @@ class Checkpointer:
 
     def checkpoint(self) -> None:
         """Hand the writer whatever is new since the last checkpoint (sampler thread)."""
-        payload: dict[str, Any] = {
-            "run_id": self.run_id,
-            "at_unix_s": time.time(),
-            "cpu_time_s": (time.process_time_ns() - self._started_cpu_ns) / 1e9,
-        }
+        at = time.time()
+        cpu_time_s = (time.process_time_ns() - self._started_cpu_ns) / 1e9
         samples = self._new_samples(self._samples())
-        if samples:
-            payload["samples"] = samples
-        metrics = self._new_metrics(self._capture.metrics)
-        if metrics or self._first:
-            payload["metrics_t0_ns"] = self._capture.metrics.t0_ns
-        if metrics:
-            payload["metrics"] = metrics
-        params = self._capture.params[self._param_count :]
-        if params:
-            self._param_count += len(params)
-            payload["params"] = [dataclasses.asdict(param) for param in params]
+        chunks = self._new_metrics(self._capture.metrics)
+        params = tuple(self._capture.params[self._param_count :])
+        self._param_count += len(params)
+        t0 = self._capture.metrics.t0_ns if chunks or self._first else None
         self._first = False
-        self._sink(payload)
+        groups = _bounded_groups(chunks, self.max_slice_points) or [()]
+        for number, group in enumerate(groups):
+            first = number == 0
+            self._sink(
+                ProgressSlice(
+                    self.run_id,
+                    at,
+                    cpu_time_s,
+                    samples if first else None,
+                    t0,
+                    group,
+                    params if first else (),
+                )
+            )
 
-    def _new_samples(self, columns: SampleColumns) -> dict[str, Any] | None:
+    def _new_samples(self, columns: SampleColumns) -> tuple[int, dict[str, array[float]]] | None:
         elapsed = columns.column("elapsed_s")
         start = bisect.bisect_right(elapsed, self._sampled_to_s)
         end = len(elapsed)
         if start >= end:
             return None
         self._sampled_to_s = elapsed[end - 1]
-        return {
-            "downsample_factor": columns.downsample_factor,
-            "columns": {
-                name: pack(values[start:end], "d")
-                for name, values in list(columns.columns.items())
-                if len(values) >= end
-            },
+        return columns.downsample_factor, {
+            name: array("d", values[start:end])
+            for name, values in list(columns.columns.items())
+            if len(values) >= end
         }
 
-    def _new_metrics(self, log: MetricLog) -> list[dict[str, Any]]:
+    def _new_metrics(self, log: MetricLog) -> list[MetricChunk]:
         chunks = []
         for key, series in list(log.series.items()):
             done = self._metric_counts.get(key, 0)
@@ -133,15 +140,43 @@ class Checkpointer:
                 continue
             self._metric_counts[key] = count
             chunks.append(
-                {
-                    "name": series.name,
-                    "context": series.context,
-                    "step": pack(series.steps[done:count], "q"),
-                    "value": pack(series.values[done:count], "d"),
-                    "time_ns": pack(series.times_ns[done:count], "q"),
-                }
+                MetricChunk(
+                    series.name,
+                    series.context,
+                    series.steps[done:count],
+                    series.values[done:count],
+                    series.times_ns[done:count],
+                )
             )
         return chunks
+
+
+def _bounded_groups(chunks: list[MetricChunk], limit: int) -> list[tuple[MetricChunk, ...]]:
+    """The chunks cut and grouped so that no group holds more than `limit` points."""
+    groups: list[tuple[MetricChunk, ...]] = []
+    current: list[MetricChunk] = []
+    room = limit
+    for chunk in chunks:
+        start = 0
+        while start < len(chunk):
+            end = min(len(chunk), start + room)
+            current.append(
+                MetricChunk(
+                    chunk.name,
+                    chunk.context,
+                    chunk.steps[start:end],
+                    chunk.values[start:end],
+                    chunk.times_ns[start:end],
+                )
+            )
+            room -= end - start
+            start = end
+            if room == 0:
+                groups.append(tuple(current))
+                current, room = [], limit
+    if current:
+        groups.append(tuple(current))
+    return groups
 
 
 @dataclasses.dataclass(slots=True)
@@ -154,53 +189,26 @@ class Progress:
     last_seen_unix_s: float | None = None
     cpu_time_s: float = 0.0
 
-    def add(self, entry: Mapping[str, Any]) -> None:
-        """Fold one `progress` line in; raises (KeyError, TypeError, ValueError) on a bad one,
-        having changed nothing."""
-        from jupyter_prov4ml.records import Param
-
-        at = float(entry["at_unix_s"])
-        samples = _decoded_samples(entry.get("samples"))
-        metrics = [_decoded_metric(chunk) for chunk in entry.get("metrics", ())]
-        params = [Param(**param) for param in entry.get("params", ())]
-        if self.metrics is None and "metrics_t0_ns" in entry:
-            self.metrics = MetricLog(int(entry["metrics_t0_ns"]))
-        if metrics and self.metrics is None:
+    def add(self, piece: ProgressSlice) -> None:
+        """Fold one slice in; raises ValueError (having changed nothing) for one that does not
+        fit what came before."""
+        if self.metrics is None and piece.metrics_t0_ns is not None:
+            self.metrics = MetricLog(piece.metrics_t0_ns)
+        if piece.metrics and self.metrics is None:
             raise ValueError("metric points before the metrics clock origin")
-        if samples is not None:
-            factor, columns = samples
+        if piece.samples is not None:
+            factor, columns = piece.samples
             self.samples.extend(columns, factor)
-        for name, context, steps, values, times in metrics:
+        for chunk in piece.metrics:
             assert self.metrics is not None
-            series = self.metrics.series.get((name, context))
+            key = (chunk.name, chunk.context)
+            series = self.metrics.series.get(key)
             if series is None:
-                series = self.metrics.series[(name, context)] = MetricSeries(name, context)
-            series.steps.extend(steps)
-            series.values.extend(values)
-            series.times_ns.extend(times)
-        self.params += params
+                series = self.metrics.series[key] = MetricSeries(chunk.name, chunk.context)
+            series.steps.extend(chunk.steps)
+            series.values.extend(chunk.values)
+            series.times_ns.extend(chunk.times_ns)
+        self.params += piece.params
+        at = piece.at_unix_s
         self.last_seen_unix_s = max(at, self.last_seen_unix_s or at)
-        self.cpu_time_s = max(self.cpu_time_s, float(entry.get("cpu_time_s", 0.0)))
-
-
-def _decoded_samples(chunk: Any) -> tuple[int, dict[str, array[Any]]] | None:
-    if chunk is None:
-        return None
-    columns = {str(name): unpack(text, "d") for name, text in chunk["columns"].items()}
-    lengths = {len(values) for values in columns.values()}
-    if len(lengths) != 1 or "elapsed_s" not in columns:
-        raise ValueError("sample columns of a checkpoint differ in length")
-    return int(chunk["downsample_factor"]), columns
-
-
-def _decoded_metric(
-    chunk: Mapping[str, Any],
-) -> tuple[str, str, array[Any], array[Any], array[Any]]:
-    name, context = chunk["name"], chunk["context"]
-    if not isinstance(name, str) or not isinstance(context, str):
-        raise TypeError("a metric name and context are strings")
-    steps, values = unpack(chunk["step"], "q"), unpack(chunk["value"], "d")
-    times = unpack(chunk["time_ns"], "q")
-    if not len(steps) == len(values) == len(times):
-        raise ValueError("metric columns of a checkpoint differ in length")
-    return name, context, steps, values, times
+        self.cpu_time_s = max(self.cpu_time_s, piece.cpu_time_s)

@@ -138,8 +138,30 @@ class ProvExtension:
         self.host_reader.close()
 
     def close_writer(self) -> None:
-        self.writer.close()
+        if not self.writer.close():
+            self.notices.warn("unwritten", self.unwritten_message())
         self.notices.flush_to_stderr()
+
+    def flush(self) -> str:
+        """Write what is queued; what `%prov flush` says about it, truthfully."""
+        if self.writer.flush():
+            return f"jupyter_prov4ml: everything recorded is written to {self.store.root}"
+        return self.unwritten_message()
+
+    def unwritten_message(self) -> str:
+        pending = self.writer.pending_count
+        return (
+            f"jupyter_prov4ml: {pending} record(s) not yet written to {self.store.root}"
+            " (see the warning above); kept in memory and retried"
+            if pending
+            else f"jupyter_prov4ml: the store {self.store.root} did not answer in time"
+        )
+
+    def store_for_reading(self) -> Store:
+        """The store, with what this kernel has queued written first, so a listing or a
+        lookup sees this session's own latest runs."""
+        self.writer.flush(session_document=False)
+        return self.store
 
     def banner(self) -> str:
         gpus = self.gpu.describe()
@@ -173,8 +195,8 @@ class ProvExtension:
 
     def session_lineage(self) -> SessionLineage:
         """This session's lineage, from the kernel's own (live) record of it."""
-        self.writer.flush(session_document=False)
-        runs = [s.run for s in self.store.runs(session_id=self.session.session_id)]
+        store = self.store_for_reading()
+        runs = [s.run for s in store.runs(session_id=self.session.session_id)]
         return SessionLineage.of(runs, self.recorder.lineage, self.notebook_path)
 
     # -- the public API (jupyter_prov4ml.log_metric, ...): never raises into user code ------

@@ -135,38 +135,35 @@ class ProvMagics(Magics):
         if args.command == "status":
             print(ext.status_line())
         elif args.command == "flush":
-            ext.writer.flush()
-            print(f"jupyter_prov4ml: written to {ext.store.root}")
+            print(ext.flush())
         elif args.command == "list":
             # Imported here, not at `%load_ext`: listing needs sqlite3 and the index.
             from jupyter_prov4ml.store.index import RunQuery
             from jupyter_prov4ml.views.run_table import run_table
 
-            ext.writer.flush(session_document=False)
             query = RunQuery(kind=args.kind, name=args.name, failed=args.failed, last=args.last)
             newest = None if args.all else NOTEBOOK_LIST_LIMIT
-            return run_table(ext.store, query, newest=newest, wide=True)
+            return run_table(ext.store_for_reading(), query, newest=newest, wide=True)
         elif args.command == "diff":
             if len(args.args) != 2:
                 raise UsageError("usage: %prov diff RUN_A RUN_B")
             from jupyter_prov4ml.views.run_diff import diff_runs
 
-            ext.writer.flush(session_document=False)
+            store = ext.store_for_reading()
             try:
-                first, second = (ext.store.find(ref) for ref in args.args)
+                first, second = (store.find(ref) for ref in args.args)
             except LookupError as error:
                 raise UsageError(str(error)) from None
-            return diff_runs(first, second, ext.store)
+            return diff_runs(first, second, store)
         elif args.command == "show":
             if len(args.args) != 1:
                 raise UsageError("usage: %prov show RUN_ID")
-            ext.writer.flush(session_document=False)
             try:
-                ext.store.find(args.args[0])
+                stored = ext.store_for_reading().find(args.args[0])
             except LookupError as error:
                 raise UsageError(str(error)) from None
             try:
-                show_stored_run(ext.store.find(args.args[0]))
+                show_stored_run(stored)
             # What the store holds may be damaged (a truncated PROV document, a record edited
             # by hand): say so in one line rather than with a traceback in the notebook.
             except Exception as error:  # noqa: BLE001

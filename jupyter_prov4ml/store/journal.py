@@ -14,7 +14,7 @@ from typing import Any
 
 from jupyter_prov4ml.capture.progress import Progress
 from jupyter_prov4ml.records import CellRun, SessionInfo
-from jupyter_prov4ml.store.codec import run_from_dict, session_from_dict
+from jupyter_prov4ml.store.codec import progress_from_dict, run_from_dict, session_from_dict
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ def read_journal(path: Path, with_progress: bool = False) -> JournalState:
             elif event == "progress":
                 run_id = entry["run_id"]
                 if run_id in opened:
-                    progress.setdefault(run_id, Progress()).add(entry)
+                    progress.setdefault(run_id, Progress()).add(progress_from_dict(entry))
             elif event == "document":
                 documents.update(dict.fromkeys(entry["run_ids"], entry["path"]))
             elif event == "close":

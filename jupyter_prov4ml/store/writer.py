@@ -1,9 +1,14 @@
 """The store writer thread: every file the extension writes is written here, off the cell.
 
-Cell hooks only append to a deque; this thread turns what they appended into journal lines,
-data files and PROV documents, and adds the runs it closed to the store's index (one SQLite
-transaction per drained batch). When the store cannot be written, records wait in memory
-(bounded) and are written when it works again; the user hears about it once, via `Notices`.
+Cell hooks only append to a queue; this thread turns what they appended into journal lines
+(`JournalFile`), data files and PROV documents, and adds the runs it closed to the store's
+index (`IndexSync`, one SQLite transaction per drain).
+
+The durability rule lives in `_write_pending`: an item leaves the queue only after the
+journal lines it makes are written to the OS. When the store cannot be written, records wait
+in memory (bounded) and are written when it works again; the user hears about it once, via
+`Notices`, and `flush` says truthfully how many records are still waiting. No item is large
+(progress comes in bounded slices), so a nearly full disk cannot hold one item up forever.
 The index is derived data: when it cannot be written, readers rebuild it from the journal.
 """
 
@@ -12,15 +17,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from jupyter_prov4ml.capture.progress import ProgressSlice
 from jupyter_prov4ml.capture.recorder import (
     ClosedCell,
     OpenWindow,
@@ -30,16 +35,17 @@ from jupyter_prov4ml.capture.recorder import (
 from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import CellRun, DataFile, SessionInfo
-from jupyter_prov4ml.settings import StoreModes
 from jupyter_prov4ml.store.codec import (
     closed_cell_to_dict,
     encode_line,
     jsonable,
+    progress_to_dict,
     run_to_dict,
     session_to_dict,
 )
-from jupyter_prov4ml.store.files import atomic_write_bytes, make_private_dirs, open_store_file
+from jupyter_prov4ml.store.files import atomic_write_bytes
 from jupyter_prov4ml.store.index_sync import IndexSync
+from jupyter_prov4ml.store.journal_file import JournalFile
 from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.series_files import encode_run_series
 
@@ -69,6 +75,10 @@ class _Line(NamedTuple):
     payload: dict[str, Any]
 
 
+class _Progress(NamedTuple):
+    piece: ProgressSlice
+
+
 class _Opened(NamedTuple):
     window: OpenWindow
     kind: str
@@ -88,9 +98,14 @@ class _RunJob:
 class _FlushMarker:
     done: threading.Event
     write_documents: bool
+    written: bool = False  # everything queued before the marker reached the journal
 
 
-_Item = _Line | _Opened | ClosedCell | _RunJob | _FlushMarker
+_Item = _Line | _Progress | _Opened | ClosedCell | _RunJob | _FlushMarker
+# One write to the journal takes at most this many items' lines (or about this many bytes).
+_BATCH_ITEMS = 256
+_BATCH_BYTES = 1 << 20
+_Done = Callable[[], None]
 
 
 class StoreWriter:
@@ -116,11 +131,14 @@ class StoreWriter:
         self.period_s = period_s
         self.max_pending = max_pending
         self._pending: deque[_Item] = deque()
+        # Guards the queue's removals: the writer takes written items off the front while a
+        # full queue drops old ones from the main or sampler thread.
+        self._queue_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._drain_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._journal: IO[str] | None = None
+        self._journal: JournalFile | None = None
         self._failing = False
         self._undocumented: list[ClosedCell] = []
         self._documents_written = 0
@@ -145,10 +163,10 @@ class StoreWriter:
         """A cell started; `details` (JSON-ready) is what recovery would need beyond it."""
         self._append(_Opened(window, kind, details))
 
-    def progress(self, payload: dict[str, Any]) -> None:
-        """A running `%%provrun`'s checkpoint (from the sampler thread): journaled and flushed
-        now, so a killed kernel loses at most one checkpoint period."""
-        self._append(_Line("progress", payload))
+    def progress(self, piece: ProgressSlice) -> None:
+        """A running `%%provrun`'s progress (from the sampler thread): journaled now, so a
+        killed kernel loses at most one checkpoint period."""
+        self._append(_Progress(piece))
         self._wake.set()
 
     def closed_cell(self, cell: ClosedCell) -> None:
@@ -163,17 +181,19 @@ class StoreWriter:
 
     def flush(self, timeout_s: float = 10.0, session_document: bool = True) -> bool:
         """Write everything queued so far (and a PROV document of the plain cells not yet in
-        one). False if that did not finish within `timeout_s` (e.g. the store is unwritable)."""
+        one). False when that could not be done now (the store is unwritable: see
+        `pending_count`) or did not finish within `timeout_s`."""
         marker = _FlushMarker(threading.Event(), session_document)
         self._append(marker)
         if self._thread is None or not self._thread.is_alive():
             self._drain()
         else:
             self._wake.set()
-        return marker.done.wait(timeout_s)
+        return marker.done.wait(timeout_s) and marker.written
 
     def close(self, timeout_s: float = 10.0) -> bool:
-        """Flush, stop the thread and close the journal."""
+        """Flush, stop the thread and close the journal. False when records are left unwritten
+        (`pending_count` says how many)."""
         flushed = self.flush(timeout_s)
         self._stop.set()
         self._wake.set()
@@ -192,18 +212,21 @@ class StoreWriter:
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending)
+        """Records queued and not yet written (flush markers aside)."""
+        return sum(not isinstance(item, _FlushMarker) for item in list(self._pending))
 
     def _append(self, item: _Item) -> None:
         self._pending.append(item)
         if len(self._pending) > self.max_pending:
-            self._drop_oldest()
+            with self._queue_lock:
+                self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        # Keep the session header and run jobs. Progress checkpoints go first: they only
-        # insure against a crash, and the run's close carries all they hold. Then plain cells.
+        # Keep the session header and run jobs. Progress slices go first: they only insure
+        # against a crash, and the run's close carries all they hold. Then plain cells. The
+        # item at the front may be being written: it stays.
         for index, item in enumerate(self._pending):
-            if isinstance(item, _Line) and item.event == "progress":
+            if index and isinstance(item, _Progress):
                 del self._pending[index]
                 self.notices.warn(
                     "store-dropped-progress",
@@ -212,7 +235,7 @@ class StoreWriter:
                 )
                 return
         for index, item in enumerate(self._pending):
-            if isinstance(item, _Opened | ClosedCell):
+            if index and isinstance(item, _Opened | ClosedCell):
                 del self._pending[index]
                 self.notices.warn(
                     "store-dropped",
@@ -258,21 +281,7 @@ class StoreWriter:
     def _drain(self) -> None:
         with self._drain_lock:
             try:
-                if self._pending:
-                    self._reopen_if_removed()
-                while self._pending:
-                    item = self._pending[0]
-                    try:
-                        self._write(item)
-                    except OSError:
-                        raise
-                    # A record we cannot encode is our bug, not the store's: drop that one
-                    # record, say so once, and keep writing the others.
-                    except Exception as error:  # noqa: BLE001
-                        self._give_up_on(item, error)
-                    self._pending.popleft()
-                if self._journal is not None:
-                    self._journal.flush()
+                self._write_pending()
                 self._sync_index()
             except OSError as error:
                 self._on_failure(error)
@@ -282,22 +291,66 @@ class StoreWriter:
                 self.notices.reset(_NOTICE_KEY)
                 self.notices.warn("store-recovered", f"store {self.store.root} is writable again")
 
-    def _reopen_if_removed(self) -> None:
-        """If our journal was deleted (the store or session folder removed under us), start a
-        new one, headed by the session line, instead of writing into a file nobody can see."""
+    def _write_pending(self) -> None:
+        """Write the queue out in batches; raises OSError with the unwritten items queued.
+
+        The one place items leave the queue: after the journal lines they make are written
+        (`JournalFile.append` returns only then); what they do beyond their lines (index
+        rows, waking a flush, the cells' PROV document) happens after that."""
+        if self._pending and self._journal is not None and self._journal.removed:
+            self._journal_removed()
+        while self._pending:
+            taken: list[_Item] = []
+            lines: list[str] = []
+            after: list[_Done] = []
+            size = 0
+            failure: OSError | None = None
+            for item in list(itertools.islice(self._pending, _BATCH_ITEMS)):
+                try:
+                    item_lines, done = self._lines_of(item)
+                except OSError as error:  # a data file could not be written: retry later
+                    failure = error
+                    break
+                # A record we cannot encode is our bug, not the store's: drop that one
+                # record, say so once, and keep writing the others.
+                except Exception as error:  # noqa: BLE001
+                    item_lines, done = [], self._given_up(item, error)
+                taken.append(item)
+                lines += item_lines
+                after.append(done)
+                size += sum(map(len, item_lines))
+                if isinstance(item, _FlushMarker) or size >= _BATCH_BYTES:
+                    break  # a marker waits for what is before it, written
+            if lines:
+                self._journal_for(lines[0]).append(lines)
+            self._dequeue(taken)
+            for done in after:
+                done()
+            if failure is not None:
+                raise failure
+
+    def _dequeue(self, written: list[_Item]) -> None:
+        with self._queue_lock:
+            for item in written:
+                if self._pending and self._pending[0] is item:
+                    self._pending.popleft()
+                else:  # not expected: only `_drop_oldest` removes, and never the front
+                    with contextlib.suppress(ValueError):
+                        self._pending.remove(item)
+
+    def _journal_for(self, first_line: str) -> JournalFile:
+        """The journal, opened (and headed by the session line when new) on first use."""
         if self._journal is None:
-            return
-        path = self.store.journal_path(self.session.session_id)
-        try:
-            if os.path.samestat(os.fstat(self._journal.fileno()), os.stat(path)):
-                return
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return  # cannot tell now; the write itself will say if the store is gone
-        with contextlib.suppress(OSError):
+            self._open_journal(first_line.startswith('{"event":"session"'))
+            assert self._journal is not None
+        return self._journal
+
+    def _journal_removed(self) -> None:
+        """Our journal was deleted (the store or session folder removed under us): start a
+        new one, headed by the session line, instead of writing into a file nobody sees."""
+        if self._journal is not None:
             self._journal.close()
-        self._journal = None  # `_journal_line` starts the new one
+        self._journal = None
         if self._lock is not None:
             self._lock.release(remove=False)
             self._lock = None
@@ -307,41 +360,66 @@ class StoreWriter:
             "recording from now on into new ones",
         )
 
-    def _give_up_on(self, item: _Item, error: Exception) -> None:
-        if isinstance(item, _RunJob) and not item.future.done():
-            item.future.set_exception(error)
-        if isinstance(item, _FlushMarker):
-            item.done.set()
-        self.notices.warn("writer-bug", f"could not save a record ({error!r}); it was skipped")
+    def _given_up(self, item: _Item, error: Exception) -> _Done:
+        def done() -> None:
+            if isinstance(item, _RunJob) and not item.future.done():
+                item.future.set_exception(error)
+            if isinstance(item, _FlushMarker):
+                item.done.set()
+            self.notices.warn("writer-bug", f"could not save a record ({error!r}); it was skipped")
+
+        return done
 
     def _on_failure(self, error: OSError) -> None:
         self._failing = True
         self._index.write_failed()
         self.notices.reset("store-recovered")
         if self._journal is not None:
-            with contextlib.suppress(OSError):
-                self._journal.close()
+            self._journal.close()
             self._journal = None
+        # Whoever waits on a flush hears now that it could not be done, not in 10 s.
+        with self._queue_lock:
+            markers = [item for item in self._pending if isinstance(item, _FlushMarker)]
+            for marker in markers:
+                self._pending.remove(marker)
+        for marker in markers:
+            marker.done.set()
         self.notices.warn(
             _NOTICE_KEY,
             f"cannot write provenance to {self.store.root} ({error.strerror or error}); "
-            "keeping records in memory and retrying",
+            f"keeping {self.pending_count} record(s) in memory and retrying",
         )
 
-    def _write(self, item: _Item) -> None:
-        """Write one item; raises OSError to be retried later."""
+    def _lines_of(self, item: _Item) -> tuple[list[str], _Done]:
+        """The journal lines of one item, and what to do once they are written. Raises
+        OSError when a file the item needs first (data files, its PROV document) cannot be
+        written; then nothing of it is journaled, and it is tried again later."""
         if isinstance(item, _Line):
-            # A checkpoint may carry a parameter that is NaN: strict JSON needs it as text.
-            payload = jsonable(item.payload) if item.event == "progress" else item.payload
-            self._journal_line(item.event, payload)
+            line = encode_line(item.event, item.payload)
             if item.event == "session":
-                self._index.batch().session_json = json.dumps(item.payload["session"])
-        elif isinstance(item, _Opened):
-            window = item.window
-            # Its close is already queued behind it: an open line would only cost space.
-            if window.closed:
-                return
-            self._journal_line(
+                session_json = json.dumps(item.payload["session"])
+                return [line], lambda: setattr(self._index.batch(), "session_json", session_json)
+            return [line], _nothing
+        if isinstance(item, _Progress):
+            # A slice may carry a parameter that is NaN: strict JSON needs it as text.
+            return [encode_line("progress", jsonable(progress_to_dict(item.piece)))], _nothing
+        if isinstance(item, _Opened):
+            return self._open_lines(item), _nothing
+        if isinstance(item, ClosedCell):
+            payload = self._cell_payload(item)
+            line = encode_line("close", {"run": payload})
+            return [line], lambda: self._cell_written(item, payload, line)
+        if isinstance(item, _RunJob):
+            return self._run_lines(item)
+        return [], lambda: self._marker_reached(item)
+
+    def _open_lines(self, item: _Opened) -> list[str]:
+        window = item.window
+        # Its close is already queued behind it: an open line would only cost space.
+        if window.closed:
+            return []
+        return [
+            encode_line(
                 "open",
                 {
                     "run_id": window.run_id,
@@ -354,27 +432,24 @@ class StoreWriter:
                     **jsonable(item.details or {}),
                 },
             )
-        elif isinstance(item, ClosedCell):
-            payload = self._cell_payload(item)
-            line = self._journal_line("close", {"run": payload})
-            self._index.batch().add_close(self.session.session_id, payload, None, line)
-            self._undocumented.append(item)
-            if len(self._undocumented) >= CELLS_PER_DOCUMENT:
+        ]
+
+    def _cell_written(self, cell: ClosedCell, payload: dict[str, Any], line: str) -> None:
+        self._index.batch().add_close(self.session.session_id, payload, None, line)
+        self._undocumented.append(cell)
+        if len(self._undocumented) >= CELLS_PER_DOCUMENT:
+            self._write_cells_document()
+
+    def _marker_reached(self, marker: _FlushMarker) -> None:
+        """Everything queued before the marker is in the journal: write the cells' document
+        if asked, index what came before (whoever waits may list runs next), and say so."""
+        try:
+            if marker.write_documents and self._undocumented:
                 self._write_cells_document()
-        elif isinstance(item, _RunJob):
-            self._write_run(item)
-        else:
-            # Everything before the marker must be readable by whoever waits on it: push the
-            # journal's buffer to the OS before saying so.
-            if self._journal is not None:
-                self._journal.flush()
-            if item.write_documents and self._undocumented:
-                self._write_cells_document()
-            # Whoever waits on the marker may list runs next: index what came before it.
-            if self._journal is not None:
-                self._journal.flush()
             self._sync_index()
-            item.done.set()
+            marker.written = True
+        finally:
+            marker.done.set()
 
     def _cell_payload(self, cell: ClosedCell) -> dict[str, Any]:
         session = self.session
@@ -405,12 +480,14 @@ class StoreWriter:
         atomic_write_bytes(path, provmodel.serialize(document).encode("utf-8"), self.store.modes)
         relpath = self.store.relpath(path)
         run_ids = [run.run_id for run in runs]
-        self._journal_line("document", {"path": relpath, "run_ids": run_ids})
+        self._journal_for("").append(
+            [encode_line("document", {"path": relpath, "run_ids": run_ids})]
+        )
         self._index.batch().add_document(relpath, run_ids)
         self._documents_written += 1
         self._undocumented = []
 
-    def _write_run(self, job: _RunJob) -> None:
+    def _run_lines(self, job: _RunJob) -> tuple[list[str], _Done]:
         from jupyter_prov4ml import provmodel
 
         run = job.run
@@ -426,8 +503,9 @@ class StoreWriter:
         data = provmodel.serialize(job.document).encode("utf-8")
         atomic_write_bytes(path, data, self.store.modes)
         record, relpath = run_to_dict(run), self.store.relpath(path)
-        line = self._journal_line("close", {"run": record, "prov_path": relpath})
-        self._index.batch().add_close(self.session.session_id, record, relpath, line)
+        line = encode_line("close", {"run": record, "prov_path": relpath})
+        session_id = self.session.session_id
+        return [line], lambda: self._index.batch().add_close(session_id, record, relpath, line)
 
     def _data_file(self, run: CellRun, role: str, data: bytes) -> DataFile:
         path = self.store.run_path(run, f".{role}.parquet")
@@ -440,48 +518,28 @@ class StoreWriter:
             media_type="application/vnd.apache.parquet",
         )
 
-    def _journal_line(self, event: str, payload: dict[str, Any]) -> str:
-        if self._journal is None:
-            self._open_journal(event)
-            assert self._journal is not None
-        line = encode_line(event, payload)
-        self._journal.write(line)
-        return line
-
-    def _open_journal(self, first_event: str) -> None:
+    def _open_journal(self, starts_with_session: bool) -> None:
         self._claim_session()
-        path = self.store.journal_path(self.session.session_id)
-        self._journal = _open_private_append(path, self.store.modes)
-        size = os.fstat(self._journal.fileno()).st_size
-        if size and _last_byte(path) != b"\n":
-            # A writer died mid-line (recovery resumes such journals): end that line, or the
-            # next one would be glued to it and both lost.
-            self._journal.write("\n")
-            size += 1
-        if size == 0:
+        journal = JournalFile(self.store.journal_path(self.session.session_id), self.store.modes)
+        if journal.size == 0:
             if self._journal_begun:
                 self._index.journal_restarted()  # ours was removed under us
-            if first_event != "session":  # a journal always starts with its session
+            if not starts_with_session:  # a journal always starts with its session
                 session = session_to_dict(self.session)
-                self._journal.write(encode_line("session", {"session": session}))
+                try:
+                    journal.append([encode_line("session", {"session": session})])
+                except OSError:
+                    journal.close()
+                    raise
                 self._index.batch().session_json = json.dumps(session)
+        self._journal = journal
         self._journal_begun = True
-        self._index.journal_opened(size)
+        self._index.journal_opened(journal.size)
 
     def _sync_index(self) -> None:
         if self._journal is not None:
-            self._index.sync(os.fstat(self._journal.fileno()).st_size)
+            self._index.sync(self._journal.size)
 
 
-def _open_private_append(path: Path, modes: StoreModes) -> IO[str]:
-    """Open for appending, creating the folders (0700) and the file (0600) for the user only
-    (or as configured)."""
-    make_private_dirs(path.parent, modes)
-    fd = open_store_file(path, os.O_WRONLY | os.O_APPEND, modes)
-    return os.fdopen(fd, "a", encoding="utf-8")
-
-
-def _last_byte(path: Path) -> bytes:
-    with path.open("rb") as journal:
-        journal.seek(-1, os.SEEK_END)
-        return journal.read(1)
+def _nothing() -> None:
+    return None

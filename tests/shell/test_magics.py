@@ -405,3 +405,30 @@ def test_provrun_warns_when_it_reads_stale_inputs(loaded: Any) -> None:
     loaded.run_cell(fresh, store_history=True, cell_id="c4")
     last = [b["text/plain"] for b in displayed(loaded) if "duration" in b.get("text/plain", "")][-1]
     assert "stale" not in last
+
+
+def test_flush_and_unload_say_what_is_still_unwritten(
+    shell: Any, store_dir: Path, capsys: Any
+) -> None:
+    """With the store unwritable, `%prov flush` says how many records still wait (not that
+    they were written), and `%unload_ext` says so too instead of nothing; once the store works,
+    `%prov flush` says everything is written."""
+    store_dir.parent.mkdir(parents=True, exist_ok=True)
+    store_dir.write_text("not a folder")
+    shell.run_cell("%load_ext jupyter_prov4ml")
+    for i in range(3):
+        shell.run_cell(f"w{i} = {i}", store_history=True)
+    capsys.readouterr()
+    shell.run_cell("%prov flush")
+    out = capsys.readouterr().out
+    assert "not yet written" in out and "written to" in out and "everything" not in out
+    count = int(out.split("jupyter_prov4ml: ")[1].split(" record")[0])
+    assert count >= 3
+    shell.run_cell("%unload_ext jupyter_prov4ml")
+    assert "not yet written" in capsys.readouterr().err
+    store_dir.unlink()
+    shell.run_cell("%load_ext jupyter_prov4ml")
+    shell.run_cell("z = 1", store_history=True)
+    capsys.readouterr()
+    shell.run_cell("%prov flush")
+    assert "everything recorded is written" in capsys.readouterr().out

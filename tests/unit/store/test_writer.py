@@ -3,6 +3,7 @@ is on disk and readable; plain cells are journaled in the same shape as full rec
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def test_disk_full_holds_records_and_writes_them_later(
     assert ext.writer.flush()
     ext.writer._journal.close()  # as if the next write is the first since the disk filled
     ext.writer._journal = None
-    monkeypatch.setattr(writer_module, "_open_private_append", full)
+    monkeypatch.setattr(writer_module, "JournalFile", full)
     monkeypatch.setattr(writer_module, "atomic_write_bytes", full)
     cells = [
         "a = 1",
@@ -145,3 +146,42 @@ def test_disk_full_holds_records_and_writes_them_later(
     for data in provrun["data_files"]:
         assert (store_dir / data["relpath"]).stat().st_size == data["size_bytes"]
     assert list(store_dir.glob("sessions/*/runs/*.prov.json"))
+
+
+def test_records_leave_the_queue_only_once_written(
+    loaded: Any, store_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """The disk fills while plain cells run, with the journal open: writes fail part-way
+    (ENOSPC after some bytes). No cell of that stretch is lost and no line is torn once space
+    is back; `flush` says False while records wait, and `pending_count` how many."""
+    import errno
+    import os as real_os
+
+    from jupyter_prov4ml.store import journal_file
+
+    ext = loaded._jupyter_prov4ml
+    assert ext.writer.flush()
+    real_write = real_os.write
+
+    def partial_then_full(fd: int, data: Any) -> int:
+        if len(data) > 8:
+            real_write(fd, bytes(data[:8]))  # some bytes reach the file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_file.os, "write", partial_then_full)
+    sources = [f"during_{i} = {i}" for i in range(40)]
+    for source in sources:
+        assert loaded.run_cell(source, store_history=True).success
+    assert not ext.writer.flush(timeout_s=5)
+    assert ext.writer.pending_count >= len(sources)
+    monkeypatch.undo()
+    loaded.run_cell("after = 1", store_history=True)
+    assert ext.writer.flush(timeout_s=30)
+    assert ext.writer.pending_count == 0
+    journal = next(store_dir.glob("sessions/*/journal.jsonl")).read_text()
+    for line in journal.splitlines():
+        json.loads(line)  # every line whole
+    written = {r["cell"]["source"] for r in closed_runs(store_dir)}
+    assert set(sources) | {"after = 1"} <= written
+    err = capsys.readouterr().err
+    assert err.count("No space left on device") == 1 and "Traceback" not in err
