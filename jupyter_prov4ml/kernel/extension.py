@@ -27,6 +27,7 @@ from jupyter_prov4ml.hardware.gpu import open_gpu_probe
 from jupyter_prov4ml.hardware.host import host_facts, open_host_reader
 from jupyter_prov4ml.hardware.meter import EnergyMeter
 from jupyter_prov4ml.identity import notebook_path
+from jupyter_prov4ml.kernel.shutdown_hook import KernelShutdownHook
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import SessionInfo
 from jupyter_prov4ml.settings import EnergyConfig, Settings
@@ -108,6 +109,7 @@ class ProvExtension:
         self.checkpoint_period_s = CHECKPOINT_PERIOD_S
         self._hook_failures = 0
         self._begin_ok = True
+        self._shutdown_hook = KernelShutdownHook(shell, self.close_writer)
         self._magics: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -121,6 +123,7 @@ class ProvExtension:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
         self.recorder.transformers = self.shell.ast_transformers
+        self._shutdown_hook.install()
         atexit.register(self.close_writer)
 
     def unload(self) -> None:
@@ -132,6 +135,7 @@ class ProvExtension:
         if self._magics is not None:
             _unregister_magics(self.shell, self._magics)
             self._magics = None
+        self._shutdown_hook.remove()
         atexit.unregister(self.close_writer)
         self.close_writer()
         self.gpu.close()
@@ -211,6 +215,7 @@ class ProvExtension:
             return None
         if window.capture is None:
             window.capture = self.new_capture()
+            self.writer.prepare_for_runs()
         return window.capture
 
     def api_log_metric(self, name: Any, value: Any, step: Any, context: Any) -> None:

@@ -73,6 +73,25 @@ def encode_run_series(series: RunSeries) -> tuple[list[tuple[str, bytes]], dict[
     return files, fields
 
 
+def warm_up_series_files() -> None:
+    """Encode a one-point run (metrics, samples, steps) and throw it away: whatever pyarrow
+    imports lazily on that path (pandas, when installed) is imported now."""
+    from jupyter_prov4ml.capture.loops import RawStep
+    from jupyter_prov4ml.capture.metrics import MetricLog
+    from jupyter_prov4ml.capture.run_capture import RunSeries
+    from jupyter_prov4ml.hardware.sampler import SampleColumns
+
+    metrics = MetricLog(0)
+    metrics.log("warm-up", 0.0, 0, "training")
+    samples = SampleColumns()
+    samples.extend({"elapsed_s": [0.0]}, 1)
+    step = RawStep("warm-up", 0, 0.0, 0, 1, 0.0, (), True)
+    encode_run_series(RunSeries(metrics, samples, (step,)))
+    import pyarrow.parquet as pq
+
+    pq.read_table(io.BytesIO(encode_samples(samples)))
+
+
 def encode_samples(samples: SampleColumns) -> bytes:
     """A run's hardware sample columns."""
     return parquet_bytes(samples.columns)

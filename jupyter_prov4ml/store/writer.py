@@ -47,7 +47,7 @@ from jupyter_prov4ml.store.files import atomic_write_bytes
 from jupyter_prov4ml.store.index_sync import IndexSync
 from jupyter_prov4ml.store.journal_file import JournalFile
 from jupyter_prov4ml.store.layout import Store
-from jupyter_prov4ml.store.series_files import encode_run_series
+from jupyter_prov4ml.store.series_files import encode_run_series, warm_up_series_files
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -146,6 +146,10 @@ class StoreWriter:
         self._journal_begun = False
         self._resumed = resumed
         self._recover = recover
+        # Whether what saving a run imports (pyarrow, and pandas through it; prov) is loaded:
+        # done in this thread while a run runs, because at interpreter exit imports fail.
+        self._warm = False
+        self._warm_wanted = False
         # Held while the session lives, so `recovery` can tell a dead kernel from a busy one.
         self._lock: SessionLock | None = None
         if not resumed:
@@ -162,6 +166,14 @@ class StoreWriter:
     def opened(self, window: OpenWindow, kind: str, details: dict[str, Any] | None = None) -> None:
         """A cell started; `details` (JSON-ready) is what recovery would need beyond it."""
         self._append(_Opened(window, kind, details))
+        if kind != "cell" and not self._warm:
+            self._wake.set()  # warm up while the run runs, not when it ends
+
+    def prepare_for_runs(self) -> None:
+        """A run is coming (the API was used): import what saving it needs, now."""
+        if not self._warm:
+            self._warm_wanted = True
+            self._wake.set()
 
     def progress(self, piece: ProgressSlice) -> None:
         """A running `%%provrun`'s progress (from the sampler thread): journaled now, so a
@@ -280,6 +292,8 @@ class StoreWriter:
 
     def _drain(self) -> None:
         with self._drain_lock:
+            if not self._warm and (self._warm_wanted or self._run_coming()):
+                self._warm_up()
             try:
                 self._write_pending()
                 self._sync_index()
@@ -290,6 +304,24 @@ class StoreWriter:
                 self._failing = False
                 self.notices.reset(_NOTICE_KEY)
                 self.notices.warn("store-recovered", f"store {self.store.root} is writable again")
+
+    def _run_coming(self) -> bool:
+        return any(
+            isinstance(item, _RunJob) or (isinstance(item, _Opened) and item.kind != "cell")
+            for item in list(self._pending)
+        )
+
+    def _warm_up(self) -> None:
+        """Save a one-point run into memory: every lazy import on the path that saves runs
+        happens now, so none is left for the exit path."""
+        self._warm = True
+        try:
+            warm_up_series_files()
+            from jupyter_prov4ml import provmodel
+
+            provmodel.serialize(provmodel.session_document([], self.session))
+        except Exception as error:  # noqa: BLE001 - the run is saved later all the same
+            self.notices.warn("warm-up", f"could not prepare to save runs ({error!r})")
 
     def _write_pending(self) -> None:
         """Write the queue out in batches; raises OSError with the unwritten items queued.
@@ -492,7 +524,11 @@ class StoreWriter:
 
         run = job.run
         if not job.encoded:
-            encoded, fields = encode_run_series(job.series)
+            try:
+                encoded, fields = encode_run_series(job.series)
+            except Exception as error:  # noqa: BLE001 - the record is worth saving without them
+                self.notices.warn("series", f"a run's data files could not be made ({error!r})")
+                encoded, fields = [], {}
             data_files = tuple(self._data_file(run, role, data) for role, data in encoded)
             run = job.run = dataclasses.replace(run, data_files=data_files, **fields)
             job.encoded = True
