@@ -331,13 +331,14 @@ class StoreWriter:
         rows, waking a flush, the cells' PROV document) happens after that."""
         if self._pending and self._journal is not None and self._journal.removed:
             self._journal_removed()
+        batch_items = _BATCH_ITEMS
         while self._pending:
             taken: list[_Item] = []
             lines: list[str] = []
             after: list[_Done] = []
             size = 0
             failure: OSError | None = None
-            for item in list(itertools.islice(self._pending, _BATCH_ITEMS)):
+            for item in list(itertools.islice(self._pending, batch_items)):
                 try:
                     item_lines, done = self._lines_of(item)
                 except OSError as error:  # a data file could not be written: retry later
@@ -354,7 +355,15 @@ class StoreWriter:
                 if isinstance(item, _FlushMarker) or size >= _BATCH_BYTES:
                     break  # a marker waits for what is before it, written
             if lines:
-                self._journal_for(lines[0]).append(lines)
+                try:
+                    self._journal_for(lines[0]).append(lines)
+                except OSError:
+                    if len(taken) == 1:
+                        raise
+                    # Nothing of the batch was added: go one item at a time, so that what
+                    # fits in the space left is written.
+                    batch_items = 1
+                    continue
             self._dequeue(taken)
             for done in after:
                 done()

@@ -185,3 +185,66 @@ def test_records_leave_the_queue_only_once_written(
     assert set(sources) | {"after = 1"} <= written
     err = capsys.readouterr().err
     assert err.count("No space left on device") == 1 and "Traceback" not in err
+
+
+def test_a_large_run_on_a_nearly_full_disk_is_written_once_space_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300,000-point checkpoint on a disk with 1 MB left: it travels in slices of at most
+    20,000 points (no journal line over 1 MB), a failed write leaves nothing behind (so
+    retries do not fill the disk), and once 12 MB are free every slice is journaled exactly
+    once and the points read back whole; `flush` says False until then."""
+    import errno
+    from array import array
+
+    from jupyter_prov4ml.capture.progress import Checkpointer, Progress
+    from jupyter_prov4ml.capture.run_capture import RunCapture
+    from jupyter_prov4ml.hardware.sampler import SampleColumns
+    from jupyter_prov4ml.store import journal_file
+    from jupyter_prov4ml.store.codec import progress_from_dict
+
+    store = Store(tmp_path / "store")
+    writer = StoreWriter(store, SESSION, Notices(), period_s=0.01)
+    writer.start()
+    assert writer.flush()
+    journal = store.journal_path(SESSION.session_id)
+    quota = {"limit": journal.stat().st_size + 1_000_000}
+    real_write = journal_file.os.write
+
+    def write_within_quota(fd: int, data: Any) -> int:
+        room = quota["limit"] - journal_file.os.fstat(fd).st_size
+        if len(data) > room:
+            if room > 0:
+                real_write(fd, bytes(data[:room]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal_file.os, "write", write_within_quota)
+    capture = RunCapture(0)
+    series = capture.metrics
+    for step in range(300_000):
+        series.log("loss", 1.0 / (step + 1), step, "training")
+    sent: list[Any] = []
+
+    def sink(piece: Any) -> None:
+        sent.append(piece)
+        writer.progress(piece)
+
+    Checkpointer("r1", SampleColumns, capture, sink, 0).checkpoint()
+    assert len(sent) == 15
+    assert not writer.flush(timeout_s=5)
+    assert writer.pending_count > 0
+    quota["limit"] = journal.stat().st_size + 12_000_000
+    assert writer.flush(timeout_s=60)
+    assert writer.close()
+    lines = journal.read_text().splitlines()
+    progress_lines = [json.loads(line) for line in lines if '"event":"progress"' in line]
+    assert len(progress_lines) == 15
+    assert max(len(line) for line in lines) < 1_000_000
+    progress = Progress()
+    for entry in progress_lines:
+        progress.add(progress_from_dict(entry))
+    assert progress.metrics is not None
+    back = progress.metrics.series[("loss", "training")]
+    assert back.steps == array("q", range(300_000))
+    assert back.values == series.series[("loss", "training")].values
