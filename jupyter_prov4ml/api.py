@@ -171,7 +171,7 @@ def read_metrics(run_id: str | None = None, store: str | PathLike[str] | None = 
     Without `run_id`, the most recent run that logged metrics (in this kernel's session when
     the extension is loaded)."""
     from jupyter_prov4ml.settings import resolve_store_root
-    from jupyter_prov4ml.store.layout import Store
+    from jupyter_prov4ml.store.layout import Store, UnsafeStorePath
     from jupyter_prov4ml.store.series_files import MetricsFileError, read_metrics_file
 
     extension = _extension()
@@ -203,8 +203,8 @@ def read_metrics(run_id: str | None = None, store: str | PathLike[str] | None = 
     }
     if files:
         try:
-            columns = read_metrics_file(root / files[0].relpath)
-        except (MetricsFileError, TypeError) as error:  # TypeError: a relpath that is not text
+            columns = read_metrics_file(Store(root).resolve(files[0].relpath))
+        except (MetricsFileError, UnsafeStorePath) as error:
             warnings.warn(
                 f"jupyter_prov4ml: {error}; no metric points read", RuntimeWarning, stacklevel=2
             )

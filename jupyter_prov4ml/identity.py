@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
+
+# Session and run ids, as we make them and as a store may be trusted to hold them: they name
+# folders and files, so no separators, no leading dot, bounded length.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def valid_id(text: object) -> bool:
+    """Whether `text` is a session or run id (`[A-Za-z0-9][A-Za-z0-9_.-]*`, ≤ 128 chars)."""
+    return isinstance(text, str) and _ID.fullmatch(text) is not None
 
 
 def source_sha256(source: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jupyter_client.manager import KernelManager
 
-from jupyter_prov4ml.store.layout import STORE_ENV
+from jupyter_prov4ml.settings import STORE_ENV
 
 
 class Kernel:

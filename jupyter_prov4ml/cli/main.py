@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_prov4ml.notices import brief
 from jupyter_prov4ml.settings import Settings, resolve_store_root
-from jupyter_prov4ml.store.layout import Store, StoredRun
+from jupyter_prov4ml.store.layout import Store, StoredRun, UnsafeStorePath
 from jupyter_prov4ml.views.prov_graph import DotUnavailable
 
 EXPORT_FORMATS = ("json", "provn", "xml", "rdf", "dot", "svg", "metrics-csv", "rocrate")
@@ -245,8 +245,8 @@ def _metrics_csv(store: Store, stored: StoredRun) -> str:
     for data_file in stored.run.data_files:
         if data_file.role == "metrics":
             try:
-                columns = read_metrics_file(store.root / data_file.relpath)
-            except (MetricsFileError, TypeError) as error:  # TypeError: a relpath not text
+                columns = read_metrics_file(store.resolve(data_file.relpath))
+            except (MetricsFileError, UnsafeStorePath) as error:
                 print(
                     f"jupyter-prov4ml: warning: {error}; its points are left out", file=sys.stderr
                 )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from jupyter_prov4ml.identity import valid_id
 from jupyter_prov4ml.records import CellRun, SessionInfo
 from jupyter_prov4ml.settings import PRIVATE, StoreModes
 from jupyter_prov4ml.store.codec import run_from_dict, session_from_dict
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from jupyter_prov4ml.store.index import IndexedRun, RunIndex, RunQuery, StoredRecord
 
 T = TypeVar("T")
+
+
+class UnsafeStorePath(ValueError):
+    """A path or id read from a store that would lead outside it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,10 @@ class Store:
         return self.root / "sessions"
 
     def session_dir(self, session_id: str) -> Path:
+        """The folder of a session; raises UnsafeStorePath for a text that is not an id (a
+        store is untrusted input: `../../elsewhere` must never name a folder)."""
+        if not valid_id(session_id):
+            raise UnsafeStorePath(f"not a session id: {session_id!r:.80}")
         return self.sessions_dir / session_id
 
     def journal_path(self, session_id: str) -> Path:
@@ -78,7 +87,20 @@ class Store:
         return self.session_dir(session_id) / f"cells-{sequence:04d}.prov.json"
 
     def run_path(self, run: CellRun, suffix: str) -> Path:
+        if not valid_id(run.run_id):
+            raise UnsafeStorePath(f"not a run id: {run.run_id!r:.80}")
         return self.session_dir(run.session_id) / "runs" / f"{run.run_id}{suffix}"
+
+    def resolve(self, relpath: object) -> Path:
+        """The file a path read from the store names, which must lie inside the store (links
+        followed); raises UnsafeStorePath otherwise: absolute paths, `..`, links out."""
+        if not isinstance(relpath, str) or not relpath or "\x00" in relpath:
+            raise UnsafeStorePath(f"not a path inside the store: {relpath!r:.80}")
+        root = self.root.resolve()
+        path = (root / relpath).resolve()
+        if Path(relpath).is_absolute() or not path.is_relative_to(root):
+            raise UnsafeStorePath(f"{relpath!r:.80} is outside the store {self.root}")
+        return path
 
     def relpath(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -138,6 +160,10 @@ class Store:
 
         return answer_from_index(self.root, self.modes, answer, self._report)
 
+    def _tell(self, message: str) -> None:
+        if self.on_damage is not None:
+            self.on_damage(message)
+
     def _report(self, bad_lines: int) -> None:
         if bad_lines and self.on_damage is not None:
             self.on_damage(
@@ -160,6 +186,11 @@ class Store:
                 except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
                     sessions[session_json] = None  # the run is still the run without it
             session = sessions[session_json]
-            prov = self.root / record.prov_path if record.prov_path else None
+            prov = None
+            if record.prov_path:
+                try:
+                    prov = self.resolve(record.prov_path)
+                except UnsafeStorePath as unsafe:
+                    self._tell(f"run {run.run_id!r:.80}: {unsafe}; its document is not read")
             found.append(StoredRun(run, session, prov))
         return found

@@ -22,11 +22,12 @@ from typing import Any
 
 from jupyter_prov4ml.capture.recorder import make_run
 from jupyter_prov4ml.capture.run_capture import RunSeries
+from jupyter_prov4ml.identity import valid_id
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import CellRef, CellRun, HardwareSummary, Param, RunKind, SessionInfo
 from jupyter_prov4ml.redaction import redact_source
 from jupyter_prov4ml.store.journal import read_journal
-from jupyter_prov4ml.store.layout import Store
+from jupyter_prov4ml.store.layout import Store, UnsafeStorePath
 from jupyter_prov4ml.store.session_lock import LOCK_NAME, SessionLock
 
 
@@ -57,14 +58,22 @@ def recover_store(store: Store, notices: Notices | None = None) -> Recovered:
         return Recovered()
     runs: list[CellRun] = []
     sessions: list[str] = []
+    told = notices or Notices()
     for entry in entries:
         if not os.path.exists(os.path.join(entry.path, LOCK_NAME)):
             continue  # closed cleanly, already recovered, or alive on a system without fcntl
+        if not _inside(store, entry.name):
+            told.warn(
+                f"recovery-unsafe:{entry.name!r:.40}",
+                f"not recovering session folder {entry.name!r:.80}: it is not a session id, "
+                f"or leads outside {store.root}",
+            )
+            continue
         lock = SessionLock.take_if_dead(Path(entry.path))
         if lock is None:
             continue
         try:
-            finalised = recover_session(store, entry.name, notices or Notices())
+            finalised = recover_session(store, entry.name, told)
         finally:
             lock.release(remove=True)
         if finalised:
@@ -79,6 +88,15 @@ def recover_session(store: Store, session_id: str, notices: Notices) -> list[Cel
 
     state = read_journal(store.journal_path(session_id), with_progress=True)
     if not state.open or state.session is None:
+        return []
+    if state.session.session_id != session_id:
+        # The journal names another session than its folder: writing for it would put files
+        # wherever that name leads. A store is untrusted input.
+        notices.warn(
+            f"recovery-mismatch:{session_id}",
+            f"not recovering session {session_id}: its journal names session "
+            f"{state.session.session_id!r:.80}",
+        )
         return []
     writer = StoreWriter(store, state.session, notices, resumed=True)
     runs = []
@@ -137,3 +155,14 @@ def _crashed_run(
         hardware=hardware,
     )
     return run, series
+
+
+def _inside(store: Store, name: str) -> bool:
+    """A session folder whose name is an id and that is really inside the store."""
+    if not valid_id(name):
+        return False
+    try:
+        store.resolve(f"sessions/{name}")
+    except UnsafeStorePath:
+        return False
+    return True

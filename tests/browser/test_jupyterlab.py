@@ -1,5 +1,10 @@
-"""End to end in a real browser: JupyterLab runs notebooks/quickstart.ipynb in headless Chromium,
-and the provenance outputs (inline SVG graph, `%%provrun` summary) appear with no traceback.
+"""End to end in a real browser: JupyterLab runs notebooks in headless Chromium.
+
+- notebooks/quickstart.ipynb (Run All): every cell executes, and the provenance outputs (inline
+  SVG graph, `%%provrun` summary, the dashboard's final state) appear with no traceback.
+- A notebook built here, whose `%%provrun` cell runs until this test releases it: its live
+  dashboard is read while the cell provably still runs. No check depends on how long any cell
+  takes, so the result is the same on a slow laptop and on a fast CI machine.
 
 Needs JupyterLab, the `playwright` Python package and a system Chromium at /usr/bin/chromium
 (`make test` installs it with scripts/ensure-system-package.sh). Playwright's own browser
@@ -25,20 +30,27 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_notebook
 
 pytestmark = pytest.mark.browser
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 NOTEBOOK = "quickstart.ipynb"
+LIVE_NOTEBOOK = "live_dashboard.ipynb"  # written by `held_notebook`, next to the quickstart
 ARTIFACTS = REPO / "build" / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "jupyterlab-quickstart.png"
+LIVE_SCREENSHOT = ARTIFACTS / "jupyterlab-live-dashboard.png"
 SERVER_LOG = ARTIFACTS / "jupyterlab-server.log"
 
 CHROMIUM = "/usr/bin/chromium"
@@ -51,9 +63,16 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+# Generous upper bounds only: each one is how long to wait for something that does happen, and
+# no check depends on how fast the machine is.
 LAB_START_TIMEOUT_S = 120
 KERNEL_READY_TIMEOUT_S = 120
 RUN_ALL_TIMEOUT_S = 180
+# The held `%%provrun` cell: how long the test may take to see it run with its dashboard and to
+# see the dashboard's elapsed time move; and how long the cell waits for its release at most
+# (a safety net should the test die before releasing it; the test's own waits end first).
+LIVE_TIMEOUT_S = 120
+HOLD_LIMIT_S = 600
 
 # Selectors. The package emits these classes in its text/html outputs.
 GRAPH_SVG = ".jp-prov4ml-graph svg"
@@ -230,8 +249,74 @@ def page(lab: Lab) -> Iterator[Any]:
             browser.close()
 
 
+@dataclass(frozen=True)
+class HeldNotebook:
+    """The live-dashboard test's notebook (in the Lab's root) and the file that releases its
+    held `%%provrun` cell."""
+
+    name: str
+    release: Path
+
+
+# The held cell waits for an event the test controls, not for an amount of work or a fixed
+# time: it ends when the test creates the release file, which the test does only once it has
+# read the live dashboard moving. HOLD_LIMIT_S only ends it should the test die first.
+HELD_CELL = """\
+%%provrun --name live-dashboard --param hold=until-released
+import time
+from pathlib import Path
+
+release = Path({release!r})
+deadline = time.monotonic() + {limit}
+while not release.exists():
+    if time.monotonic() > deadline:
+        raise TimeoutError("the browser test never released this cell")
+    time.sleep(0.05)
+print("released by the test")
+"""
+
+
+@pytest.fixture
+def held_notebook(lab: Lab) -> Iterator[HeldNotebook]:
+    """A notebook, written into the Lab's root, whose `%%provrun` cell runs until the test
+    creates the release file; the file is created at teardown in any case, so the kernel is
+    never left waiting."""
+    release = lab.root / "live_dashboard.release"
+    release.unlink(missing_ok=True)
+    notebook = new_notebook(
+        cells=[
+            new_code_cell("%load_ext jupyter_prov4ml"),
+            new_code_cell("steps = 3\nsteps"),
+            new_code_cell(HELD_CELL.format(release=str(release), limit=HOLD_LIMIT_S)),
+            new_code_cell("%prov list"),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    nbformat.write(notebook, lab.root / LIVE_NOTEBOOK)
+    try:
+        yield HeldNotebook(LIVE_NOTEBOOK, release)
+    finally:
+        release.touch()
+
+
 # ----------------------------------------------------------------------------------------------
 # Page helpers
+
+
+def wait_until(what: str, condition: Callable[[], T | None], timeout_s: float) -> T:
+    """Poll `condition` every 0.1 s until it returns a value other than None (which it returns)
+    or `timeout_s` passes (an AssertionError naming `what`). A generous bound on something
+    that does happen, never a measure of speed; `condition` may fail early by raising."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout_s} s for {what}")
+        time.sleep(0.1)
 
 
 def code_prompts(page: Any) -> list[str]:
@@ -251,6 +336,11 @@ def cell_sources(page: Any) -> list[str]:
             "els => els.map(e => (e.querySelector('.cm-content') || {}).innerText || '')"
         )
     )
+
+
+def provrun_cells(page: Any) -> list[int]:
+    """The indexes (among code cells) of the cells that start with `%%provrun`."""
+    return [i for i, s in enumerate(cell_sources(page)) if s.lstrip().startswith("%%provrun")]
 
 
 def read_live_field(page: Any, field: str, scope: Any = None) -> str:
@@ -283,6 +373,19 @@ def wait_for_kernel_idle(page: Any) -> None:
         )
 
 
+def open_notebook(page: Any, lab: Lab, notebook: str) -> None:
+    """Open `notebook` in a JupyterLab workspace of its own (so no tab a previous test left
+    open is restored next to it) and wait until its kernel is idle."""
+    workspace = Path(notebook).stem
+    page.goto(
+        f"{lab.url}/lab/workspaces/{workspace}/tree/{notebook}?token={lab.token}",
+        wait_until="domcontentloaded",
+        timeout=LAB_START_TIMEOUT_S * 1000,
+    )
+    wait_for_kernel_idle(page)
+    assert page.locator(".jp-Notebook").count() == 1, "another notebook is open on the page"
+
+
 def run_all_cells(page: Any) -> None:
     """Run → Run All Cells: through the app's command registry (exposed with
     --LabApp.expose_app_in_browser), else through the menu. Does not wait for the cells."""
@@ -300,57 +403,61 @@ def run_all_cells(page: Any) -> None:
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
 
-@dataclass
-class LiveCheck:
-    """What the live-dashboard check saw while the `%%provrun` cell ran."""
-
-    seen_running: bool = False
-    readings: tuple[str, str] | None = None
-    still_running_after: bool = False
-
-
-def check_live_dashboard(page: Any, provrun_index: int) -> LiveCheck:
-    """LIVE DASHBOARD check: while the `%%provrun` cell shows `[*]` and its dashboard is on the
-    page, read `elapsed_s` twice about 1 s apart. The caller asserts that it changed."""
-    result = LiveCheck(seen_running=True)
-    cell = page.locator(".jp-Notebook .jp-CodeCell").nth(provrun_index)
-    first = read_live_field(page, "elapsed_s", cell)
-    time.sleep(1.0)
-    second = read_live_field(page, "elapsed_s", cell)
-    result.readings = (first, second)
-    result.still_running_after = "*" in code_prompts(page)[provrun_index]
-    return result
-
-
-def wait_for_run_all(page: Any, provrun_index: int | None) -> LiveCheck | None:
+def wait_for_run_all(page: Any) -> None:
     """Wait until no code cell shows `[*]` any more (not the kernel status, which can read
-    "Idle" while a cell with a widget still runs). Meanwhile, when the `%%provrun` cell's live
-    dashboard appears while that cell runs, do the live check once."""
-    deadline = time.monotonic() + RUN_ALL_TIMEOUT_S
+    "Idle" while a cell with a widget still runs), once some cell started."""
     started = False
-    live: LiveCheck | None = None
-    while True:
+
+    def finished() -> bool | None:
+        nonlocal started
         prompts = code_prompts(page)
         busy = any("*" in p for p in prompts)
         started = started or busy or any(NUMBERED.search(p) for p in prompts)
-        if (
-            live is None
-            and provrun_index is not None
-            and "*" in prompts[provrun_index]
-            and page.locator(LIVE).count()
-        ):
-            live = check_live_dashboard(page, provrun_index)
-            continue
-        if started and not busy:
-            return live
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"cells still running after {RUN_ALL_TIMEOUT_S} s; prompts: {prompts}"
-            )
-        time.sleep(0.1)
+        return True if started and not busy else None
+
+    try:
+        wait_until("every cell to finish", finished, RUN_ALL_TIMEOUT_S)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; prompts: {code_prompts(page)}") from None
 
 
-def save_screenshot(page: Any) -> None:
+def check_ran_cleanly(page: Any) -> list[str]:
+    """Every code cell ran, Run All ended without error, and no output shows a traceback;
+    the outputs' texts."""
+    prompts = code_prompts(page)
+    assert all(NUMBERED.search(p) for p in prompts), f"not every cell ran: {prompts}"
+    assert page.evaluate("() => window.__prov4mlRunAll || 'done'") == "done"
+    outputs = list(page.locator(".jp-Notebook .jp-OutputArea").all_inner_texts())
+    tracebacks = [text for text in outputs if "Traceback" in text]
+    assert not tracebacks, "a cell output shows a traceback:\n" + "\n---\n".join(tracebacks)
+    assert page.locator(SUMMARY).count() >= 1, "no %%provrun summary table on the page"
+    return outputs
+
+
+def wait_for_final_dashboard(page: Any, scope: Any) -> str:
+    """The dashboard's final state: once the run has ended it shows the run's status, `ok`.
+    (Waited for: the widget's last update may reach the page after the cell's prompt.)"""
+    return wait_until(
+        "the dashboard's final status 'ok'",
+        lambda: "ok" if read_live_field(page, "status", scope) == "ok" else None,
+        LIVE_TIMEOUT_S,
+    )
+
+
+def check_graph(page: Any, outputs: list[str]) -> None:
+    """The inline provenance graph (SVG) is shown and has a size; without Graphviz's dot, the
+    DOT fallback is checked instead and the test is skipped, saying so."""
+    if shutil.which("dot") is None:
+        assert "digraph" in "\n".join(outputs), "neither the SVG graph nor its DOT fallback shown"
+        pytest.skip("Graphviz's dot is missing: checked the DOT fallback, not the SVG graph")
+    graph = page.locator(GRAPH_SVG)
+    assert graph.count() >= 1, f"no inline provenance graph ({GRAPH_SVG}) on the page"
+    graph.first.scroll_into_view_if_needed()
+    box = graph.first.bounding_box()
+    assert box is not None and box["width"] > 50 and box["height"] > 50, box
+
+
+def save_screenshot(page: Any, path: Path) -> None:
     """The whole notebook in one PNG: Lab scrolls inside its own panel, so the left side bar is
     closed and the viewport made as tall as the notebook's content, scrolled to the top."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -373,7 +480,24 @@ def save_screenshot(page: Any) -> None:
         page.wait_for_timeout(300)
     except Exception:  # noqa: BLE001 - best effort; the screenshot itself matters more
         pass
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=str(path), full_page=True)
+
+
+@contextmanager
+def reported(page: Any, lab: Lab, screenshot: Path) -> Iterator[None]:
+    """On a failure, print the browser's console errors and the server log's tail; in any
+    case, save a screenshot of the page."""
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    try:
+        yield
+    except Exception:
+        if console_errors:
+            print("browser console errors:\n" + "\n".join(console_errors[-20:]))
+        print(f"JupyterLab log (tail):\n{_tail(lab.log)}")
+        raise
+    finally:
+        save_screenshot(page, screenshot)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,63 +505,79 @@ def save_screenshot(page: Any) -> None:
 
 def test_quickstart_runs_in_jupyterlab(lab: Lab, page: Any) -> None:
     """Run → Run All Cells on the quickstart: every cell executes, the provenance graph (inline
-    SVG) and the `%%provrun` summary are shown, no output has a traceback, and, once the live
-    dashboard exists, its elapsed time moves while the `%%provrun` cell runs."""
-    console_errors: list[str] = []
-    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    try:
-        page.goto(
-            f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}",
-            wait_until="domcontentloaded",
-            timeout=LAB_START_TIMEOUT_S * 1000,
-        )
-        wait_for_kernel_idle(page)
-
-        sources = cell_sources(page)
-        provruns = [i for i, s in enumerate(sources) if s.lstrip().startswith("%%provrun")]
-        assert provruns, f"no %%provrun cell found in the page; code cells: {sources}"
+    SVG) and the `%%provrun` summary are shown, no output has a traceback, and the `%%provrun`
+    cell's dashboard, if shown, ends on the run's status. Nothing here depends on how long a
+    cell takes (the dashboard moving while a cell runs: `test_live_dashboard_moves_...`)."""
+    with reported(page, lab, SCREENSHOT):
+        open_notebook(page, lab, NOTEBOOK)
+        provruns = provrun_cells(page)
+        assert provruns, f"no %%provrun cell found in the page; code cells: {cell_sources(page)}"
 
         run_all_cells(page)
-        live = wait_for_run_all(page, provruns[0])
+        wait_for_run_all(page)
+        outputs = check_ran_cleanly(page)
 
-        prompts = code_prompts(page)
-        assert all(NUMBERED.search(p) for p in prompts), f"not every cell ran: {prompts}"
-        assert page.evaluate("() => window.__prov4mlRunAll || 'done'") == "done"
+        cell = page.locator(".jp-Notebook .jp-CodeCell").nth(provruns[0])
+        if cell.locator(LIVE).count():
+            wait_for_final_dashboard(page, cell)
+        check_graph(page, outputs)
 
-        outputs = page.locator(".jp-Notebook .jp-OutputArea").all_inner_texts()
-        tracebacks = [text for text in outputs if "Traceback" in text]
-        assert not tracebacks, "a cell output shows a traceback:\n" + "\n---\n".join(tracebacks)
 
-        assert page.locator(SUMMARY).count() >= 1, "no %%provrun summary table on the page"
+def test_live_dashboard_moves_while_provrun_runs(
+    lab: Lab, page: Any, held_notebook: HeldNotebook
+) -> None:
+    """Run → Run All Cells on a notebook whose `%%provrun` cell runs until this test releases
+    it: while the cell provably runs, its live dashboard shows status `running` and host
+    figures, and its elapsed time moves; once released, every cell ran, the summary and graph
+    are shown, no output has a traceback, and the dashboard ends on the run's final figures
+    (status `ok`, elapsed time at least the last live reading)."""
+    with reported(page, lab, LIVE_SCREENSHOT):
+        open_notebook(page, lab, held_notebook.name)
+        (held,) = provrun_cells(page)
+        cell = page.locator(".jp-Notebook .jp-CodeCell").nth(held)
+        run_all_cells(page)
 
-        # LIVE DASHBOARD (being built): when `.jp-prov4ml-live` exists, this check must have run
-        # while the `%%provrun` cell was running, and must pass.
-        if page.locator(LIVE).count() or live is not None:
-            assert live is not None and live.readings is not None, (
-                "the live dashboard is on the page, but the %%provrun cell was never seen "
-                "running with it: the cell must run well over 1 s for the check"
+        def live_and_running() -> bool | None:
+            prompt = code_prompts(page)[held]
+            assert not NUMBERED.search(prompt), (
+                f"the held %%provrun cell ended before the test released it: {prompt}\n"
+                + "\n".join(page.locator(".jp-Notebook .jp-OutputArea").all_inner_texts())
             )
-            assert live.still_running_after, (
-                f"the %%provrun cell finished within the 1 s between two readings of elapsed_s "
-                f"{live.readings}: the cell must run longer for the check"
-            )
-            first, second = live.readings
-            print(f"live dashboard elapsed_s, 1 s apart while running: {first!r}, {second!r}")
-            assert first != second, f"live elapsed_s did not move in 1 s: {first!r}"
+            if "*" not in prompt or not cell.locator(LIVE).count():
+                return None
+            return True if read_live_field(page, "status", cell) == "running" else None
 
-        if shutil.which("dot") is None:
-            outputs_text = "\n".join(outputs)
-            assert "digraph" in outputs_text, "neither the SVG graph nor its DOT fallback shown"
-            pytest.skip("Graphviz's dot is missing: checked the DOT fallback, not the SVG graph")
-        graph = page.locator(GRAPH_SVG)
-        assert graph.count() >= 1, f"no inline provenance graph ({GRAPH_SVG}) on the page"
-        graph.first.scroll_into_view_if_needed()
-        box = graph.first.bounding_box()
-        assert box is not None and box["width"] > 50 and box["height"] > 50, box
-    except Exception:
-        if console_errors:
-            print("browser console errors:\n" + "\n".join(console_errors[-20:]))
-        print(f"JupyterLab log (tail):\n{_tail(lab.log)}")
-        raise
-    finally:
-        save_screenshot(page)
+        wait_until(
+            "the held %%provrun cell to run with its live dashboard showing 'running'",
+            live_and_running,
+            LIVE_TIMEOUT_S,
+        )
+        first = read_live_field(page, "elapsed_s", cell)
+        # The cell cannot end before the release: wait for the value to move, however long
+        # (within the bound) this machine takes to redraw the widget.
+        second = wait_until(
+            f"the live dashboard's elapsed_s to move from {first!r}",
+            lambda: (
+                text
+                if float(text := read_live_field(page, "elapsed_s", cell)) > float(first)
+                else None
+            ),
+            LIVE_TIMEOUT_S,
+        )
+        print(f"live dashboard elapsed_s while the cell runs: {first!r}, then {second!r}")
+        assert float(read_live_field(page, "process_rss_mib", cell)) > 0, "no live host figures"
+        # By construction, not by luck: the cell is still held, and the dashboard says so.
+        assert "*" in code_prompts(page)[held], "the held cell ended before its release"
+        assert read_live_field(page, "status", cell) == "running"
+
+        held_notebook.release.touch()
+        wait_for_run_all(page)
+        outputs = check_ran_cleanly(page)
+        held_output = cell.locator(".jp-OutputArea").inner_text()
+        assert "released by the test" in held_output, held_output
+        assert cell.locator(SUMMARY).count() == 1, "no summary under the held %%provrun cell"
+
+        wait_for_final_dashboard(page, cell)
+        final = read_live_field(page, "elapsed_s", cell)
+        assert float(final) >= float(second), (first, second, final)
+        check_graph(page, outputs)

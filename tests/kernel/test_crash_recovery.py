@@ -7,8 +7,10 @@ behaviour with several recoverers and with damaged checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import queue
 import sys
 import threading
 import time
@@ -20,16 +22,26 @@ import pytest
 
 from conftest import cli, closed_runs, deserialize_strict, extension_of, journal_events
 from jupyter_prov4ml.capture.metrics import MetricLog
-from jupyter_prov4ml.capture.progress import Checkpointer, Progress, pack, unpack
+from jupyter_prov4ml.capture.progress import Checkpointer, Progress, ProgressSlice
 from jupyter_prov4ml.capture.recorder import OpenWindow
-from jupyter_prov4ml.hardware.sampler import SampleColumns
+from jupyter_prov4ml.hardware.sampler import SampleColumns, Sampler
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import HostSample, SessionInfo
+from jupyter_prov4ml.store.codec import (
+    jsonable,
+    pack,
+    progress_from_dict,
+    progress_to_dict,
+    unpack,
+)
 from jupyter_prov4ml.store.journal import read_journal
 from jupyter_prov4ml.store.layout import Store
-from jupyter_prov4ml.store.recovery import LOCK_NAME, SessionLock, recover_store
+from jupyter_prov4ml.store.recovery import recover_store
+from jupyter_prov4ml.store.session_lock import LOCK_NAME, SessionLock
 from jupyter_prov4ml.store.writer import StoreWriter
 
+# Runs far longer than any test waits (1000 s of sleeps): the tests end it (SIGKILL, interrupt)
+# once the journal holds what they check, never after a fixed time.
 TRAINING_CELL = """%%provrun --name doomed --param lr=0.01 --interval 0.05
 from jupyter_prov4ml import log_metric, log_param
 epochs = 1000
@@ -38,24 +50,84 @@ for step in range(100_000):
     log_metric("loss", 1.0 / (step + 1), step=step)
     time.sleep(0.01)
 """
+# A generous bound on waiting for something that does happen (not a measure of speed).
+WAIT_S = 120
 
 
-def _progress_lines(store: Path) -> int:
-    return sum(1 for event in journal_events(store) if event["event"] == "progress")
+@dataclasses.dataclass(frozen=True)
+class Journaled:
+    """What a store's journals hold so far of a run still open."""
+
+    checkpoints: int = 0
+    points: int = 0
+    samples: int = 0
+    last_seen_unix_s: float | None = None
+
+
+def _written_events(store: Path) -> list[dict[str, Any]]:
+    """The journal lines written so far, skipping one that a live writer is still writing."""
+    events = []
+    for journal in sorted(store.glob("sessions/*/journal.jsonl")):
+        events += [json.loads(line) for line in journal.read_text().split("\n")[:-1]]
+    return events
+
+
+def _journaled(store: Path) -> Journaled:
+    """The progress journaled so far for the one open `%%provrun` of a store (if any)."""
+    checkpoints = sum(1 for event in _written_events(store) if event["event"] == "progress")
+    for journal in store.glob("sessions/*/journal.jsonl"):
+        for progress in read_journal(journal, with_progress=True).progress.values():
+            series = progress.metrics.series.values() if progress.metrics else ()
+            return Journaled(
+                checkpoints,
+                sum(len(s.steps) for s in series),
+                len(progress.samples),
+                progress.last_seen_unix_s,
+            )
+    return Journaled(checkpoints)
+
+
+def _wait_for_journal(
+    store: Path,
+    kernel: Any,
+    msg_id: str,
+    checkpoints: int = 1,
+    points: int = 0,
+    samples: int = 0,
+) -> Journaled:
+    """Wait until the journal holds at least this many checkpoints, metric points and samples
+    of the cell `msg_id` running in `kernel`: what a test asserts afterwards is there by
+    construction, on a fast machine as on a slow one. Fails at once if the cell ends."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        seen = _journaled(store)
+        if seen.checkpoints >= checkpoints and seen.points >= points and seen.samples >= samples:
+            return seen
+        assert time.monotonic() < deadline, f"after {WAIT_S} s the journal holds only {seen}"
+        try:  # also the pause between two looks at the journal
+            reply = kernel.client.get_shell_msg(timeout=0.2)
+        except queue.Empty:
+            continue
+        if reply["parent_header"].get("msg_id") == msg_id:
+            raise AssertionError(f"the cell ended while the test waited: {reply['content']}")
+
+
+def _load_extension(kernel: Any) -> None:
+    messages = kernel.execute("import time\n%load_ext jupyter_prov4ml")
+    errors = [m["content"] for m in messages if m["msg_type"] == "error"]
+    assert not errors, errors
 
 
 @pytest.mark.kernel
 def test_sigkill_mid_provrun_leaves_a_crashed_run(tmp_path: Path, kernels: Any) -> None:
     store = tmp_path / "store"
     kernel = kernels(store)
-    kernel.execute("import time\n%load_ext jupyter_prov4ml")
-    kernel.client.execute(TRAINING_CELL)
-    deadline = time.monotonic() + 60
-    while _progress_lines(store) < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _progress_lines(store) >= 3, "the running cell journals its progress"
-    killed_at = time.time()
+    _load_extension(kernel)
+    msg_id = kernel.client.execute(TRAINING_CELL)
+    # The running cell journals its progress: wait until it has journaled what is checked below.
+    seen = _wait_for_journal(store, kernel, msg_id, checkpoints=3, points=100, samples=40)
     kernel.kill()
+    killed_at = time.time()
     assert not any(
         event["event"] == "close" and event["run"]["kind"] == "provrun"
         for event in journal_events(store)
@@ -70,13 +142,15 @@ def test_sigkill_mid_provrun_leaves_a_crashed_run(tmp_path: Path, kernels: Any) 
     assert run["params"]["lr"] == 0.01 and run["params"]["optimizer"] == "adam"
     assert run["params"]["epochs"] == 1000
     record = next(r for r in closed_runs(store) if r["run_id"] == run["run_id"])
-    # Bounded loss: the run is known alive up to its last checkpoint (every 2 s by default).
-    assert killed_at - record["ended_at_unix_s"] < 2.0 + 1.0
+    # Bounded loss: the run is known alive up to its last checkpoint, and keeps everything
+    # journaled before the kill (compared with what the journal held, not with a duration).
+    assert seen.last_seen_unix_s is not None
+    assert seen.last_seen_unix_s <= record["ended_at_unix_s"] <= killed_at
     assert record["started_at_unix_s"] < record["ended_at_unix_s"]
     (metric,) = record["metrics"]
-    assert metric["name"] == "loss" and metric["count"] >= 100
+    assert metric["name"] == "loss" and metric["count"] >= seen.points >= 100
     assert metric["first"] == 1.0
-    assert record["hardware"]["sample_count"] >= 40
+    assert record["hardware"]["sample_count"] >= seen.samples >= 40
     files = {f["role"]: store / f["relpath"] for f in record["data_files"]}
     steps = pq.read_table(files["metrics"]).column("step").to_pylist()
     assert steps == list(range(len(steps))), "every journaled point, in order, none twice"
@@ -96,17 +170,25 @@ def test_next_load_ext_recovers_and_says_so(tmp_path: Path, kernels: Any) -> Non
     """A kernel killed with a plain cell running; the next kernel's %load_ext finalises it
     while the other, live kernel's runs stay untouched."""
     store = tmp_path / "store"
+    release = tmp_path / "release-bystander"
     victim = kernels(store)
     victim.execute("import time\n%load_ext jupyter_prov4ml")
     bystander = kernels(store)
     bystander.execute("%load_ext jupyter_prov4ml")
-    bystander.client.execute("import time\ntime.sleep(30)")
-    victim.client.execute("x = 1\ntime.sleep(60)")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        opens = [e for e in journal_events(store) if e["event"] == "open"]
-        if len(opens) >= 2:
-            break
+    # The bystander's cell runs until the test releases it (or, should the test die, for
+    # 5 × WAIT_S), the victim's until it is killed: neither may end on its own during the test.
+    waiting = (
+        "import pathlib, time\n"
+        f"deadline = time.monotonic() + {WAIT_S * 5}\n"
+        f"while not pathlib.Path({str(release)!r}).exists() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)"
+    )
+    waited = bystander.client.execute(waiting)
+    victim_cell = "x = 1\ntime.sleep(3600)"
+    victim.client.execute(victim_cell)
+    deadline = time.monotonic() + WAIT_S
+    while len([e for e in _written_events(store) if e["event"] == "open"]) < 2:
+        assert time.monotonic() < deadline, "both running cells are journaled as open"
         time.sleep(0.2)
     victim.kill()
 
@@ -116,9 +198,18 @@ def test_next_load_ext_recovers_and_says_so(tmp_path: Path, kernels: Any) -> Non
     assert "recovered 1 run(s)" in text, text
     crashed = [r for r in closed_runs(store) if r["status"] == "crashed"]
     assert len(crashed) == 1
-    assert crashed[0]["cell"]["source"] == "x = 1\ntime.sleep(60)"
-    # The bystander's cell is still running: not touched.
-    assert all(r["session_id"] == crashed[0]["session_id"] for r in crashed)
+    assert crashed[0]["cell"]["source"] == victim_cell
+    # The bystander's cell is still running (held by the test): not touched.
+    assert all(r["cell"]["source"] != waiting for r in closed_runs(store))
+    release.touch()
+    while True:
+        reply = bystander.client.get_shell_msg(timeout=WAIT_S)
+        if reply["parent_header"].get("msg_id") == waited:
+            break
+    assert reply["content"]["status"] == "ok"
+    bystander.execute("get_ipython()._jupyter_prov4ml.writer.flush()")
+    (finished,) = [r for r in closed_runs(store) if r["cell"]["source"] == waiting]
+    assert finished["status"] == "ok" and finished["session_id"] != crashed[0]["session_id"]
 
 
 # -- the pieces, in process ------------------------------------------------------------------
@@ -139,10 +230,15 @@ class _Capture:
         self.params: list[Any] = []
 
 
+def _through_the_journal(piece: ProgressSlice) -> ProgressSlice:
+    """A progress slice as the journal holds it and recovery reads it back."""
+    return progress_from_dict(json.loads(json.dumps(jsonable(progress_to_dict(piece)))))
+
+
 def test_checkpoints_carry_only_what_is_new() -> None:
     samples = SampleColumns(capacity=8)
     capture = _Capture()
-    sent: list[dict[str, Any]] = []
+    sent: list[ProgressSlice] = []
     checkpointer = Checkpointer("r1", lambda: samples, capture, sent.append, 0)  # type: ignore[arg-type]
     progress = Progress()
     for tick in range(40):
@@ -150,7 +246,7 @@ def test_checkpoints_carry_only_what_is_new() -> None:
         capture.metrics.log("loss", float(tick), tick, "training")
         if tick % 7 == 0:
             checkpointer.checkpoint()
-            progress.add(json.loads(json.dumps(sent[-1])))
+            progress.add(_through_the_journal(sent[-1]))
     checkpointer.checkpoint()
     progress.add(sent[-1])
     assert progress.metrics is not None
@@ -165,7 +261,7 @@ def test_checkpoints_carry_only_what_is_new() -> None:
 def test_a_damaged_checkpoint_changes_nothing() -> None:
     progress = Progress()
     good = {"run_id": "r", "at_unix_s": 5.0, "metrics_t0_ns": 0, "params": []}
-    progress.add(good)
+    progress.add(progress_from_dict(good))
     bad_chunks = [
         {"at_unix_s": 6.0, "samples": {"downsample_factor": 1, "columns": {"x": "!!"}}},
         {"at_unix_s": 6.0, "metrics": [{"name": 1, "context": "c"}]},
@@ -180,7 +276,7 @@ def test_a_damaged_checkpoint_changes_nothing() -> None:
     ]
     for chunk in bad_chunks:
         with pytest.raises((KeyError, TypeError, ValueError)):
-            progress.add(chunk)
+            progress.add(progress_from_dict({"run_id": "r", **chunk}))
     assert progress.params == [] and progress.last_seen_unix_s == 5.0
     assert progress.metrics is not None and not progress.metrics.series
 
@@ -195,7 +291,7 @@ def _window(run_id: str) -> OpenWindow:
 
 def _abandoned_session(store: Store, session_id: str, runs: int = 1) -> StoreWriter:
     """A session that opened runs and then 'died': its lock is released without a close."""
-    writer = StoreWriter(store, _session(session_id), Notices())
+    writer = StoreWriter(store, _session(session_id), Notices(), recover=recover_store)
     writer.start()
     for index in range(runs):
         writer.opened(_window(f"{session_id}-run{index}"), "provrun", {"name": f"n{index}"})
@@ -203,7 +299,8 @@ def _abandoned_session(store: Store, session_id: str, runs: int = 1) -> StoreWri
     writer._stop.set()  # the thread ends without writing anything more
     writer._wake.set()
     assert writer._thread is not None
-    writer._thread.join(5)
+    writer._thread.join(WAIT_S)
+    assert not writer._thread.is_alive()
     assert writer._lock is not None
     writer._lock.release(remove=False)  # what the OS does when the process dies
     return writer
@@ -305,7 +402,8 @@ def test_long_run_journal_grows_with_the_log_of_its_length(
     writer._stop.set()  # the kernel dies
     writer._wake.set()
     assert writer._thread is not None
-    writer._thread.join(5)
+    writer._thread.join(WAIT_S)
+    assert not writer._thread.is_alive()
     assert writer._lock is not None
     writer._lock.release(remove=False)
     (run,) = recover_store(store).runs
@@ -335,17 +433,32 @@ def test_a_failing_checkpointer_costs_one_line_and_nothing_else(
 ) -> None:
     """Our bug in the checkpointer (injected): the cell's output and result are unchanged,
     the user sees one line, checkpoints stop, and the run is saved when it ends."""
+    failed, sampled = threading.Event(), threading.Event()
 
     def broken(self: Checkpointer) -> None:
+        failed.set()
         raise RuntimeError("injected checkpoint bug")
 
+    tick = Sampler._tick
+
+    def counted_tick(self: Sampler) -> None:
+        tick(self)
+        if len(self.samples) > 5:
+            sampled.set()
+
     monkeypatch.setattr(Checkpointer, "checkpoint", broken)
+    monkeypatch.setattr(Sampler, "_tick", counted_tick)
     extension_of(loaded).checkpoint_period_s = 0.02
+    # The cell runs until the checkpoint has failed and more than 5 samples are taken (not for
+    # a fixed time that a slow or busy machine could fill with fewer ticks).
+    loaded.user_ns.update(_failed=failed, _sampled=sampled)
     result = loaded.run_cell(
-        "%%provrun --no-graph --interval 0.01\nimport time\ntime.sleep(0.3)\nprint('out')\n41 + 1",
+        "%%provrun --no-graph --interval 0.01\n"
+        f"assert _failed.wait({WAIT_S}) and _sampled.wait({WAIT_S})\n"
+        "print('out')\n41 + 1",
         store_history=True,
     )
-    assert result.success
+    assert result.success, result.error_in_exec
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-2:] == ["out", "Out[1]: 42"]
     assert captured.err.count("crash checkpoints stopped") == 1
@@ -376,11 +489,10 @@ def test_kernel_interrupt_mid_provrun_saves_an_interrupted_run(
     parameters, samples and every metric point logged before the interrupt."""
     store = tmp_path / "store"
     kernel = kernels(store)
-    kernel.execute("import time\n%load_ext jupyter_prov4ml")
+    _load_extension(kernel)
     msg_id = kernel.client.execute(TRAINING_CELL.replace("doomed", "stopped"))
-    deadline = time.monotonic() + 60
-    while _progress_lines(store) < 1 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # Interrupted once the journal shows the loop well under way: the checks below hold then.
+    _wait_for_journal(store, kernel, msg_id, checkpoints=1, points=100, samples=11)
     kernel.manager.interrupt_kernel()
     while True:
         reply = kernel.client.get_shell_msg(timeout=60)

@@ -15,7 +15,7 @@ from jupyter_client.manager import start_new_kernel
 from nbformat.v4 import new_code_cell, new_notebook
 
 from conftest import cli, deserialize_strict
-from jupyter_prov4ml.store.layout import STORE_ENV
+from jupyter_prov4ml.settings import STORE_ENV
 
 pytestmark = pytest.mark.kernel
 

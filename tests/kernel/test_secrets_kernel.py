@@ -64,6 +64,29 @@ def planted() -> dict[str, str]:
     }
 
 
+# The %%provrun cell ends only once the journal holds a progress checkpoint with its parameters
+# and one with its metrics (read by the cell from its own store), so that secrets reaching a
+# checkpoint are checked too: a wait on the event itself, not a sleep racing the checkpointer.
+WAIT_FOR_CHECKPOINTS = r"""
+import glob
+
+
+def journaled(key):
+    pattern = os.path.join(os.environ["JUPYTER_PROV4ML_STORE"], "sessions", "*", "journal.jsonl")
+    for path in glob.glob(pattern):
+        with open(path) as journal:
+            if any(line.startswith('{"event":"progress"') and key in line for line in journal):
+                return True
+    return False
+
+
+deadline = time.monotonic() + 600
+while not (journaled('"params"') and journaled('"metrics"')):
+    assert time.monotonic() < deadline, "no progress checkpoint journaled"
+    time.sleep(0.1)
+"""
+
+
 def notebook(secret: dict[str, str], snapshot: Path) -> Any:
     cells = [
         "%load_ext jupyter_prov4ml",
@@ -82,10 +105,9 @@ def notebook(secret: dict[str, str], snapshot: Path) -> Any:
         "from jupyter_prov4ml import log_metric, log_param, track\n"
         f'log_param("token", "{secret["param log_param token"]}")\n'
         'log_param("note", innocent)\n'
-        # long enough for a progress checkpoint (params, metrics) to reach the journal
         "for step in track(range(3)):\n"
         "    log_metric('loss', 1.0 / (step + 1))\n"
-        "    time.sleep(1)\n"
+        f"{WAIT_FOR_CHECKPOINTS}\n"
         "total = len(secret_token) + len(innocent) + len(from_environment)",
         # a failure whose message carries a secret: only the exception's type may be kept
         "raise RuntimeError('cannot log in with ' + innocent + secret_token)",
@@ -166,6 +188,14 @@ def test_no_planted_secret_reaches_any_store_file(tmp_path: Path) -> None:
     assert shown.returncode == exported.returncode == 0, shown.stderr + exported.stderr
     _, after_cli = store_text(store)
 
+    checkpoints = [
+        json.loads(line)
+        for journal in store.glob("sessions/*/journal.jsonl")
+        for line in journal.read_text().splitlines()
+        if line.startswith('{"event":"progress"')
+    ]
+    assert any("params" in c for c in checkpoints), "no checkpoint of parameters was checked"
+    assert any("metrics" in c for c in checkpoints), "no checkpoint of metrics was checked"
     suffixes = {p.suffix for p in files}
     assert {".jsonl", ".json", ".parquet"} <= suffixes, suffixes
     assert any(p.name.endswith((".sqlite", ".db", ".sqlite3")) for p in files), files
