@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_prov4ml.notices import brief
 from jupyter_prov4ml.settings import Settings, resolve_store_root
+from jupyter_prov4ml.store.files import write_private
+from jupyter_prov4ml.store.guard import store_problems
 from jupyter_prov4ml.store.layout import Store, StoredRun, UnsafeStorePath
 from jupyter_prov4ml.views.prov_graph import DotUnavailable
 
@@ -29,7 +31,12 @@ def _store(args: argparse.Namespace) -> Store:
     settings = Settings.from_environ(warn=_tell_setting)
     root = Path(args.store).expanduser().resolve() if args.store else settings.store_root
     store = Store(root, settings.store_modes, _tell_damage)
-    _recover(store)
+    problems = store_problems(root, settings.store_modes)
+    if problems:
+        # Read it (what is read is untrusted anyway), but write nothing into it.
+        _tell_damage(f"{'; '.join(problems)}: not recovering crashed runs into this store")
+    else:
+        _recover(store)
     return store
 
 
@@ -130,7 +137,7 @@ def cmd_stale(args: argparse.Namespace) -> int:
 
 def _write(text: str, output: str | None) -> None:
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        write_private(Path(output), text.encode("utf-8"))
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
@@ -177,10 +184,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         except ValueError as error:  # e.g. PROV-XML refuses control characters in a name
             run_id, fmt = stored.run.run_id, args.format
             raise RunError(f"run {run_id} cannot be written as {fmt}: {error}") from None
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    _write(text, args.output)
     return 0
 
 

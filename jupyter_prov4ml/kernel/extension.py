@@ -31,6 +31,7 @@ from jupyter_prov4ml.kernel.shutdown_hook import KernelShutdownHook
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import SessionInfo
 from jupyter_prov4ml.settings import EnergyConfig, Settings
+from jupyter_prov4ml.store.guard import private_fallback, store_problems
 from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.recovery import recover_store
 from jupyter_prov4ml.store.writer import StoreWriter
@@ -90,7 +91,7 @@ class ProvExtension:
             environment=captured_environment(environ),
         )
         self.store = Store(
-            self.settings.store_root,
+            self._safe_root(self.settings.store_root, environ),
             self.settings.store_modes,
             self._store_damaged,
         )
@@ -178,13 +179,26 @@ class ProvExtension:
         self.meter = EnergyMeter(self.gpu, self.meter.rapl, config)
         self.recorder.energy_config = config
 
+    def _safe_root(self, root: Path, environ: Mapping[str, str]) -> Path:
+        """`root`, or the user's private store when `root` is not safe to record into."""
+        problems = store_problems(root, self.settings.store_modes)
+        if not problems:
+            return root
+        fallback = private_fallback(environ)
+        self.notices.warn(
+            "store-unsafe",
+            f"NOT recording into {root}: {'; '.join(problems)}. Anyone who can write there "
+            f"could read or change your provenance. Recording into {fallback} instead.",
+        )
+        return fallback
+
     def _store_damaged(self, message: str) -> None:
         self.notices.warn("store-damaged", message)
 
     def set_store(self, root: Path) -> None:
         """Switch to another store: what is pending goes to the old one first."""
         self.writer.close()
-        self.store = Store(root, self.store.modes, self._store_damaged)
+        self.store = Store(self._safe_root(root, os.environ), self.store.modes, self._store_damaged)
         self.writer = StoreWriter(self.store, self.session, self.notices, recover=recover_store)
         self.recorder.rebind(self.writer)
         self.writer.start()

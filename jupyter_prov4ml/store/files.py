@@ -50,3 +50,12 @@ def make_private_dirs(path: Path, modes: StoreModes = PRIVATE) -> None:
         return
     if not modes.private:
         os.chmod(path, modes.directory)  # the umask must not take the group's bits away
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write an export the user asked for (`-o FILE`): created 0600, like the store's files,
+    whatever the umask; an existing file is replaced, its mode narrowed to 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(data)
