@@ -35,6 +35,9 @@ NS_URI = "https://w3id.org/jupyter-prov4ml/ns#"
 FORMATS = ("json", "provn", "xml", "rdf")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
+# Our largest documents (2,000 cells, 1,000 loop steps) are a few MB.
+MAX_DOCUMENT_BYTES = 64 * 2**20
+
 
 def safe_local(text: str) -> str:
     """A PROV-N-writable local identifier part (prov ≥ 3.3 rejects anything else)."""
@@ -308,7 +311,11 @@ def serialize(doc: ProvDocument, fmt: str = "json") -> str:
 
 
 def load_document(path: Path) -> ProvDocument:
-    """Read a PROV-JSON file back."""
+    """Read a PROV-JSON file back; raises ValueError for one too large to read (a store is
+    untrusted: `prov` takes ~8 bytes of memory per byte of document)."""
+    size = path.stat().st_size
+    if size > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"too large to read as a document ({size:,} bytes)")
     return ProvDocument.deserialize(content=path.read_text(encoding="utf-8"), format="json")
 
 

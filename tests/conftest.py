@@ -41,6 +41,8 @@ def store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh store folder, set through the documented environment variable."""
     store = tmp_path / "store"
     monkeypatch.setenv(STORE_ENV, str(store))
+    # Where a kernel would record if it refused this store: never the real home's.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     return store
 
 

@@ -14,6 +14,7 @@ from jupyter_prov4ml.notices import brief
 from jupyter_prov4ml.settings import Settings, resolve_store_root
 from jupyter_prov4ml.store.files import write_private
 from jupyter_prov4ml.store.guard import store_problems
+from jupyter_prov4ml.store.index import parse_count
 from jupyter_prov4ml.store.layout import Store, StoredRun, UnsafeStorePath
 from jupyter_prov4ml.views.prov_graph import DotUnavailable
 
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst = with_store(sub.add_parser("list", help="list recorded runs"))
     lst.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     lst.add_argument("--kind", choices=("cell", "provrun"), help="only runs of this kind")
-    lst.add_argument("--last", type=int, metavar="N", help="only the last N runs")
+    lst.add_argument("--last", type=parse_count, metavar="N", help="only the last N runs")
     lst.add_argument("--name", metavar="X", help="only runs named X (a glob: 'base*')")
     lst.add_argument("--failed", action="store_true", help="only runs that did not end ok")
     lst.add_argument("--wide", action="store_true", help="add energy and parameters to the table")
@@ -297,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     graph = with_store(sub.add_parser("graph", help="a session's lineage between cells"))
     graph.add_argument("--session", help="session id (default: the newest)")
-    graph.add_argument("--last", type=int, metavar="N", help="only the last N executions")
+    graph.add_argument("--last", type=parse_count, metavar="N", help="only the last N executions")
     graph.add_argument("--format", "-f", choices=("dot", "svg"), default="dot")
     graph.add_argument("-o", "--output", help="write here instead of stdout")
     graph.set_defaults(func=cmd_graph)

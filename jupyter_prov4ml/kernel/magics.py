@@ -42,6 +42,13 @@ def parsed_line(magic: Any, line: str) -> Any:
         raise UsageError(f"{error}\n{magic.parser.format_usage()}") from None
 
 
+def _count(text: str) -> int:
+    """`--last N`, checked as the CLI checks it (imported on use: it lives with the index)."""
+    from jupyter_prov4ml.store.index import parse_count
+
+    return parse_count(text)
+
+
 @magics_class
 class ProvMagics(Magics):
     """Magics bound to one ProvExtension."""
@@ -117,7 +124,7 @@ class ProvMagics(Magics):
         help="RUN_ID for show; RUN_A RUN_B for diff; for config: `store PATH`, "
         "`carbon-intensity G_PER_KWH` or `cpu-watts-per-core WATTS`",
     )
-    @argument("--last", type=int, default=None, metavar="N", help="list only the last N runs")
+    @argument("--last", type=_count, default=None, metavar="N", help="list only the last N runs")
     @argument("--kind", choices=["cell", "provrun"], default=None, help="list only this kind")
     @argument("--name", default=None, metavar="X", help="list only runs named X (glob: base*)")
     @argument("--failed", action="store_true", help="list only runs that did not end ok")

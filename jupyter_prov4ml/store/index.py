@@ -13,6 +13,7 @@ the reader cannot write is indexed in memory for that call.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -32,6 +33,8 @@ from jupyter_prov4ml.store.codec import run_from_dict, session_from_dict
 from jupyter_prov4ml.store.files import open_store_file
 
 T = TypeVar("T")
+# The most runs or executions a `--last N` may ask for (SQLite integers are 64-bit).
+MAX_COUNT = 10**12
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = "3"
 BUSY_TIMEOUT_S = 10.0
@@ -175,6 +178,12 @@ class RunQuery:
     name: str | None = None  # a glob pattern (`*`, `?`, `[...]`); exact when it has none
     failed: bool = False  # only runs whose status is not `ok`
     last: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.last is not None and not (
+            isinstance(self.last, int) and 0 <= self.last <= MAX_COUNT
+        ):
+            raise ValueError(f"--last must be a whole number from 0 to {MAX_COUNT:,}")
 
     def where(self) -> tuple[str, list[Any]]:
         clauses, args = [], []
@@ -405,6 +414,18 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     connection.execute("COMMIT")
 
 
+def parse_count(text: str) -> int:
+    """A `--last N` given on a command line (an argparse `type`): a whole number from 0 to
+    `MAX_COUNT`, else the usage error that names the limits."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r:.40} is not a whole number") from None
+    if not 0 <= count <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text:.40} is not a count from 0 to {MAX_COUNT:,}")
+    return count
+
+
 def is_corrupt(error: sqlite3.Error) -> bool:
     """Garbage or a damaged file (not a lock or a permission problem)."""
     if isinstance(error, sqlite3.OperationalError):
@@ -417,6 +438,17 @@ def _inode(path: Path) -> int | None:
         return os.stat(path).st_ino
     except OSError:
         return None
+
+
+def _fails_check(path: Path) -> bool:
+    """Whether SQLite's `quick_check` finds the index file damaged (read-only look)."""
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        ) as connection:
+            return bool(connection.execute("PRAGMA quick_check").fetchall() != [("ok",)])
+    except sqlite3.Error as error:
+        return is_corrupt(error)
 
 
 def discard_index_file(path: Path, inode: int | None) -> None:
@@ -775,7 +807,11 @@ def answer_from_index(
         # Values no writer of ours stores (text where a number belongs, a params column
         # that is not a JSON object): the index was damaged; it is rebuilt like a corrupt one.
         except (sqlite3.Error, ValueError, TypeError, AttributeError) as error:
-            damaged = not isinstance(error, sqlite3.Error) or is_corrupt(error)
+            # An error of SQLite's may come from the question, not the file: a shared index is
+            # discarded only when SQLite's own check finds the file damaged.
+            damaged = not isinstance(error, sqlite3.Error) or (
+                is_corrupt(error) and _fails_check(index_path(store_root))
+            )
             if attempt == 0 and damaged and not index.in_memory:
                 index.close()
                 discard_index_file(index_path(store_root), None)

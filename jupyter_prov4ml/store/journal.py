@@ -31,6 +31,8 @@ class JournalState:
     progress: dict[str, Progress] = dataclasses.field(default_factory=dict)
 
 
+# Our longest lines are a closed run's record (1,000 loop steps: ~1 MB) and progress slices.
+MAX_LINE_BYTES = 32 * 2**20
 _PROGRESS_PREFIX = '{"event":"progress"'
 
 
@@ -73,8 +75,16 @@ def read_journal(path: Path, with_progress: bool = False) -> JournalState:
 
 
 def _lines(path: Path) -> Iterator[str]:
+    """The journal's lines; one longer than MAX_LINE_BYTES (none of ours is) comes out as an
+    empty line, counted as damaged, without ever being held whole in memory."""
     try:
-        with path.open("r", encoding="utf-8", errors="replace") as journal:
-            yield from journal
+        with path.open("rb") as journal:
+            while line := journal.readline(MAX_LINE_BYTES + 1):
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    while (rest := journal.readline(1 << 20)) and not rest.endswith(b"\n"):
+                        pass
+                    yield ""
+                    continue
+                yield line.decode("utf-8", "replace")
     except OSError:
         return

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from jupyter_prov4ml.hardware.sampler import SampleColumns
 
 METRICS_ROLE = "metrics"
+# The most rows a reader turns into Python values (about 1 GB of them for a metrics file).
+MAX_READ_ROWS = 20_000_000
 SAMPLES_ROLE = "hardware_samples"
 STEPS_ROLE = "steps"
 
@@ -50,9 +52,7 @@ def parquet_bytes(columns: Mapping[str, Sequence[float]]) -> bytes:
 
 def read_parquet(path: Path) -> dict[str, list[float]]:
     """Read a file written by `parquet_bytes` back into plain lists."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
+    table = _bounded_table(path)
     return {name: table.column(name).to_pylist() for name in table.column_names}
 
 
@@ -206,10 +206,9 @@ def read_metrics_file(path: Any) -> dict[str, list[Any]]:
 
     Raises MetricsFileError when the file is missing, damaged or not a metrics file."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = _bounded_table(path)
         return {
             "name": table.column("name").to_pylist(),
             "context": table.column("context").to_pylist(),
@@ -219,8 +218,23 @@ def read_metrics_file(path: Any) -> dict[str, list[Any]]:
         }
     # OSError: missing or unreadable; ArrowException: not Parquet; KeyError: another file's
     # columns; TypeError: columns of other types (text times, nulls)
+    except MetricsFileError:
+        raise
     except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
         # pyarrow's messages repeat the path at length: the kind of failure is enough here.
         raise MetricsFileError(
             f"metrics file {path} cannot be read ({type(error).__name__})"
         ) from None
+
+
+def _bounded_table(path: Any) -> Any:
+    """A data file's table, read only when its rows are few enough to hold as Python values
+    (a store is untrusted: 1 MB of Parquet can claim 60 M rows). Raises MetricsFileError."""
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if rows > MAX_READ_ROWS:
+        raise MetricsFileError(
+            f"data file {path} holds {rows:,} rows, more than the {MAX_READ_ROWS:,} read at once"
+        )
+    return pq.read_table(path)

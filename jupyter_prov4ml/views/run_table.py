@@ -26,6 +26,8 @@ _HTML_HEADINGS = (
     "key parameters",
 )
 KEY_PARAMS_SHOWN = 4
+MAX_SHOWN_CHARS = 1_000
+MAX_SHOWN_PARAMS = 200
 
 
 def run_row(stored: StoredRun | IndexedRun) -> dict[str, Any]:
@@ -36,27 +38,39 @@ def run_row(stored: StoredRun | IndexedRun) -> dict[str, Any]:
     run = stored if isinstance(stored, IndexedRun) else IndexedRun.of(stored.run, stored.prov_path)
     count = run.execution_count
     return {
-        "run_id": str(run.run_id),
-        "session_id": str(run.session_id),
-        "kind": str(run.kind),
+        "run_id": _shown(run.run_id),
+        "session_id": _shown(run.session_id),
+        "kind": _shown(run.kind),
         "name": _text(run.name),
-        "cell_sha256": str(run.cell_sha256),
+        "cell_sha256": _shown(run.cell_sha256),
         "cell_id": _text(run.cell_id),
         "execution_count": count if type(count) is int else None,
         "notebook_path": _text(run.notebook_path),
-        "status": str(run.status),
+        "status": _shown(run.status),
         "error_type": _text(run.error_type),
-        "started_at": str(run.started_at),
+        "started_at": _shown(run.started_at),
         "duration_s": _rounded(run.duration_s),
         "cpu_time_s": _rounded(run.cpu_time_s),
         "energy_j": _rounded(run.energy_j),
-        "params": dict(run.params),
+        "params": _shown_params(dict(run.params)),
         "prov_path": str(run.prov_path) if run.prov_path else None,
     }
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else _shown(value)
+
+
+def _shown(value: Any) -> str:
+    """A text from the store as a listing shows it: a store is untrusted, and a 100 MB run name
+    must not become 100 MB of output (`show` and `list` cut at MAX_SHOWN_CHARS)."""
+    text = str(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
+
+
+def _shown_params(params: dict[str, Any]) -> dict[str, Any]:
+    shown = list(params.items())[:MAX_SHOWN_PARAMS]
+    return {_shown(k): _shown(v) if isinstance(v, str) else v for k, v in shown}
 
 
 def _rounded(value: Any) -> float | None:
