@@ -147,6 +147,9 @@ class _Builder:
                         "cpu_time_s": run.cpu_time_s,
                         "loop_steps_total": run.steps_total or None,
                         "loop_steps_documented": len(run.steps) if run.steps_total else None,
+                        "loop_steps_completed": (
+                            sum(loop.completed for loop in run.loops) if run.loops else None
+                        ),
                         **_hardware_attrs(run.hardware),
                         **_energy_attrs(run.energy),
                     }

@@ -169,6 +169,16 @@ class LoopStep:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopSummary:
+    """One tracked loop of a run, whatever how many of its steps are described in full."""
+
+    loop: str
+    steps: int  # steps begun
+    completed: int  # steps that ran to their end
+    length: int | None = None  # the loop's length, where it was known (`len`, or `total=`)
+
+
+@dataclass(frozen=True, slots=True)
 class Artifact:
     """A file a run produced (a checkpoint, a plot): identified by content, not copied."""
 
@@ -223,6 +233,7 @@ class CellRun:
     steps: tuple[LoopStep, ...] = ()
     # all tracked steps; `steps` holds at most 1,000 of them (the steps file has every one)
     steps_total: int = 0
+    loops: tuple[LoopSummary, ...] = ()
     artifacts: tuple[Artifact, ...] = ()
     data_files: tuple[DataFile, ...] = field(default=())
     # Lineage: names read (bound by earlier executions), names bound, the executions that

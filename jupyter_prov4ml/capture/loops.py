@@ -9,6 +9,7 @@ clock reads and one append; everything else is computed when the run closes.
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -50,22 +51,34 @@ class Progress:
     done: int = 0
 
 
+def cheap_length(iterable: object) -> int | None:
+    """`len(iterable)` where that runs no Python code of the user's (a `__len__` written in
+    Python may be slow, or raise): lists, ranges, arrays, tensors... Else None: pass `total=`."""
+    length = getattr(type(iterable), "__len__", None)
+    if length is None or isinstance(length, types.FunctionType):
+        return None
+    try:
+        count = len(iterable)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a C-level __len__ may raise too; the loop must run
+        return None
+    return count if count >= 0 else None
+
+
 class LoopTracker:
     """The tracked loops of one run (main thread)."""
 
     def __init__(self, step_depth: int = 1) -> None:
         self.step_depth = max(1, step_depth)
         self.steps: list[RawStep] = []
+        # each stepped loop's length where known (the first `track` of a name says it)
+        self.lengths: dict[str, int | None] = {}
         self.progress: Progress | None = None
         self._open: list[OpenStep] = []
         self._depth = 0
 
     def track(self, iterable: Iterable[T], name: str, total: int | None) -> Iterator[T]:
-        if total is None:
-            try:
-                total = len(iterable)  # type: ignore[arg-type]
-            except TypeError:
-                total = None
+        if total is None or total < 0:
+            total = cheap_length(iterable)
         return self._iterate(iterable, name, total)
 
     def _iterate(self, iterable: Iterable[T], name: str, total: int | None) -> Iterator[T]:
@@ -80,6 +93,7 @@ class LoopTracker:
                     yield item
                 return
             progress = Progress(name, total, time.perf_counter_ns())
+            self.lengths.setdefault(name, total)
             if depth == 0:
                 self.progress = progress
             for index, item in enumerate(iterable):

@@ -262,6 +262,7 @@ class Recorder:
             params=tuple(capture.params),
             steps=steps.documented,
             steps_total=steps.total,
+            loops=steps.loops,
             artifacts=tuple(capture.artifacts),
             **link_fields(links),
         )

@@ -22,6 +22,7 @@ from jupyter_prov4ml.records import (
     EnergyLedger,
     EnergyReading,
     LoopStep,
+    LoopSummary,
     Param,
     SeriesSummary,
 )
@@ -109,6 +110,7 @@ class FinishedSteps:
     documented: tuple[LoopStep, ...]
     total: int
     raw: tuple[RawStep, ...]
+    loops: tuple[LoopSummary, ...] = ()
 
 
 def finish_steps(capture: RunCapture, context: StepContext) -> FinishedSteps:
@@ -118,7 +120,21 @@ def finish_steps(capture: RunCapture, context: StepContext) -> FinishedSteps:
     raw = capture.loops.steps
     chosen = documented_indices(len(raw), MAX_DOCUMENTED_STEPS)
     documented = tuple(_finish_step(raw[i], capture.metrics, context) for i in chosen)
-    return FinishedSteps(documented, len(raw), tuple(raw))
+    return FinishedSteps(documented, len(raw), tuple(raw), loop_summaries(raw, capture.loops))
+
+
+def loop_summaries(raw: Sequence[RawStep], tracker: LoopTracker) -> tuple[LoopSummary, ...]:
+    """Per stepped loop: steps begun and completed (all of them, not only the documented),
+    and its length where known."""
+    begun: dict[str, int] = {}
+    completed: dict[str, int] = {}
+    for step in raw:
+        begun[step.loop] = begun.get(step.loop, 0) + 1
+        completed[step.loop] = completed.get(step.loop, 0) + step.completed
+    return tuple(
+        LoopSummary(name, count, completed[name], tracker.lengths.get(name))
+        for name, count in begun.items()
+    )
 
 
 def documented_indices(count: int, limit: int) -> list[int]:

@@ -3,6 +3,7 @@ never from a cell hook (a psutil call there costs 0.1–1 ms per cell)."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -52,6 +53,19 @@ def host_facts() -> HostFacts:
     )
 
 
+# CPU time is counted in clock ticks (10 ms): a shorter window would turn one tick into
+# thousands of percent. Below this, a sample has no CPU figure (NaN) and the next covers more.
+MIN_CPU_WINDOW_S = 0.05
+
+
+def process_cpu_percent(cpu_s: float, wall_s: float, cores: int) -> float:
+    """CPU use over a window, in % of one core: NaN for a window too short to measure, and
+    never above 100 % × the logical cores."""
+    if not wall_s >= MIN_CPU_WINDOW_S:
+        return math.nan
+    return min(100.0 * cores, max(0.0, 100.0 * cpu_s / wall_s))
+
+
 class ProcHostReader:
     """Linux: the same readings from kept /proc file descriptors and `os.times()`.
 
@@ -64,6 +78,7 @@ class ProcHostReader:
         self._stat = os.open("/proc/stat", os.O_RDONLY)
         self._meminfo = os.open("/proc/meminfo", os.O_RDONLY)
         self._page_bytes = os.sysconf("SC_PAGE_SIZE")
+        self._cores = os.cpu_count() or 1
         self._last = self._counters()
 
     def _counters(self) -> tuple[float, float, int, int]:
@@ -79,8 +94,9 @@ class ProcHostReader:
     def read(self, elapsed_s: float) -> HostSample:
         now, cpu_s, total, idle = counters = self._counters()
         last_now, last_cpu_s, last_total, last_idle = self._last
-        self._last = counters
-        process = 100.0 * (cpu_s - last_cpu_s) / max(1e-9, now - last_now)
+        process = process_cpu_percent(cpu_s - last_cpu_s, now - last_now, self._cores)
+        if process == process:  # a window long enough: the next one starts here
+            self._last = counters
         ticks = max(1, total - last_total)
         system = 100.0 * (ticks - (idle - last_idle)) / ticks
         rss_pages = int(os.pread(self._statm, 256, 0).split()[1])
@@ -93,7 +109,7 @@ class ProcHostReader:
                     break
         return HostSample(
             elapsed_s=elapsed_s,
-            process_cpu_percent=max(0.0, process),
+            process_cpu_percent=process,
             process_rss_bytes=rss_pages * self._page_bytes,
             system_cpu_percent=min(100.0, max(0.0, system)),
             system_memory_used_bytes=memory[b"MemTotal"] - memory[b"MemAvailable"],
@@ -119,11 +135,17 @@ class HostReader:
 
     def __init__(self) -> None:
         self._process = psutil.Process()
+        self._cores = psutil.cpu_count() or 1
+        self._last = self._process_cpu()
+
+    def _process_cpu(self) -> tuple[float, float]:
+        times = self._process.cpu_times()
+        return time.monotonic(), times.user + times.system
 
     def prime(self) -> None:
-        """Start both CPU counters: `cpu_percent(None)` measures since the previous call, so
-        without this the first sample of a run would cover the time since the last run."""
-        self._process.cpu_percent(None)
+        """Start both CPU counters, so the first sample of a run does not cover the time
+        since the last run (`cpu_percent(None)` measures since the previous call)."""
+        self._last = self._process_cpu()
         psutil.cpu_percent(None)
 
     def close(self) -> None:
@@ -131,13 +153,16 @@ class HostReader:
 
     def read(self, elapsed_s: float) -> HostSample:
         with self._process.oneshot():
-            cpu = self._process.cpu_percent(None)
+            now, cpu_s = counters = self._process_cpu()
             rss = self._process.memory_info().rss
+        cpu = process_cpu_percent(cpu_s - self._last[1], now - self._last[0], self._cores)
+        if cpu == cpu:
+            self._last = counters
         memory = psutil.virtual_memory()
         return HostSample(
             elapsed_s=elapsed_s,
             process_cpu_percent=cpu,
             process_rss_bytes=int(rss),
-            system_cpu_percent=psutil.cpu_percent(None),
+            system_cpu_percent=min(100.0, max(0.0, psutil.cpu_percent(None))),
             system_memory_used_bytes=int(memory.total - memory.available),
         )

@@ -108,6 +108,8 @@ class ProvExtension:
         self.step_depth = 1
         # How often a running %%provrun journals its progress (the most a killed kernel loses).
         self.checkpoint_period_s = CHECKPOINT_PERIOD_S
+        # How many %%provrun cells are running (a body may hold another one).
+        self.provrun_depth = 0
         self._hook_failures = 0
         self._begin_ok = True
         self._shutdown_hook = KernelShutdownHook(shell, self.close_writer)

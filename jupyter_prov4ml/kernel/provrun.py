@@ -50,12 +50,25 @@ def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> Capt
     None when our own code failed around the body (told in one line; the body still ran and
     the cell is recorded as a plain cell, or as far as the capture got).
     """
-    window = ext.recorder.current
-    if window is not None and not window.closed:
-        return _run_in_window(ext, options, body, window)
-    window = ext.recorder.open_detached(f"%%provrun\n{body}")
-    with ext.recorder.detached(window):
-        return _run_in_window(ext, options, body, window)
+    if ext.provrun_depth:
+        # One run per cell: an inner %%provrun would share the outer one's window and id.
+        ext.notices.warn(
+            "provrun-nested",
+            "a %%provrun inside a %%provrun is not recorded as a run of its own: "
+            "its body ran, and is part of the outer run",
+        )
+        _run_body(ext.shell, body)
+        return None
+    ext.provrun_depth += 1
+    try:
+        window = ext.recorder.current
+        if window is not None and not window.closed:
+            return _run_in_window(ext, options, body, window)
+        window = ext.recorder.open_detached(f"%%provrun\n{body}")
+        with ext.recorder.detached(window):
+            return _run_in_window(ext, options, body, window)
+    finally:
+        ext.provrun_depth -= 1
 
 
 @dataclass
@@ -83,15 +96,11 @@ def _run_in_window(
     outer = getattr(shell.displayhook, "exec_result", None)
     error: BaseException | None = None
     try:
-        nested = shell.run_cell(body, store_history=False)
-        error = result_error(nested)
+        error = _run_body(shell, body)
     except BaseException as raised:  # KeyboardInterrupt arriving outside the body
         error = raised
         raise
     finally:
-        shell.displayhook.exec_result = outer
-        if error is not None and outer is not None and result_error(outer) is None:
-            outer.error_in_exec = error
         finished = None
         if capturing is not None:
             try:
@@ -103,6 +112,20 @@ def _run_in_window(
                 )
                 finished = _finish_plainly(ext, options, window, capturing, error, outer)
     return finished
+
+
+def _run_body(shell: Any, body: str) -> BaseException | None:
+    """Run `body` as a cell would run, and hand its error (if any) to the enclosing cell's
+    result, so the front end sees the cell fail as it would without us."""
+    outer = getattr(shell.displayhook, "exec_result", None)
+    error: BaseException | None = None
+    try:
+        error = result_error(shell.run_cell(body, store_history=False))
+    finally:
+        shell.displayhook.exec_result = outer
+        if error is not None and outer is not None and result_error(outer) is None:
+            outer.error_in_exec = error
+    return error
 
 
 def _start(
@@ -171,6 +194,7 @@ def _finish(
         energy=energy,
         steps=steps.documented,
         steps_total=steps.total,
+        loops=steps.loops,
         artifacts=tuple(capture.artifacts),
         **link_fields(links),
     )

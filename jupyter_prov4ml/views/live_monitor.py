@@ -106,7 +106,8 @@ class LiveMonitor:
         with self._lock:
             dt = max(0.0, tick.elapsed_s - self._last_elapsed)
             self._last_elapsed = tick.elapsed_s
-            if tick.host is not None:
+            # A window too short to measure CPU (NaN) adds nothing rather than poisoning the sum.
+            if tick.host is not None and math.isfinite(tick.host.process_cpu_percent):
                 cores_busy = tick.host.process_cpu_percent / 100.0
                 self._cpu_j += cores_busy * self._watts_per_core * dt
             for gpu in tick.gpus:
@@ -164,7 +165,7 @@ class LiveMonitor:
     ) -> str:
         rows = [("elapsed", _field("elapsed_s", f"{elapsed_s:.1f}") + " s")]
         host = tick.host if tick is not None else None
-        if host is not None:
+        if host is not None and math.isfinite(host.process_cpu_percent):
             share = host.process_cpu_percent / max(1, self._cpu_count)
             rows.append(
                 (

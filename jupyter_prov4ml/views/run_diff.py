@@ -290,7 +290,8 @@ def _outcome(a: CellRun, b: CellRun) -> tuple[ValueChange, ...]:
         ("energy_j", energy(a), energy(b)),
         ("energy_method", methods(a), methods(b)),
         ("co2_g", co2(a), co2(b)),
-        ("loop_steps", len(a.steps), len(b.steps)),
+        ("loop_steps", a.steps_total or len(a.steps), b.steps_total or len(b.steps)),
+        ("loop_steps_completed", _completed(a), _completed(b)),
     ]
     return tuple(
         ValueChange.of(name, va, vb) for name, va, vb in pairs if not (va is None and vb is None)
@@ -406,3 +407,10 @@ def _html_diff_line(line: str) -> str:
     if line.startswith("@@"):
         return f"<span style='color:#666'>{escaped}</span>"
     return escaped
+
+
+def _completed(run: CellRun) -> int:
+    """Loop steps that ran to their end, over all of them (not only those described)."""
+    if run.loops:
+        return sum(loop.completed for loop in run.loops)
+    return sum(step.completed for step in run.steps)

@@ -59,7 +59,10 @@ class RunSummary:
             )
         if run.params:
             facts.append(("params", ", ".join(f"{p.name}={p.value!r}" for p in run.params)))
-        if run.steps:
+        for loop in run.loops:
+            of = f" of {loop.length:,}" if loop.length is not None else ""
+            facts.append(("loop steps", f"{loop.completed:,} completed{of} ({loop.loop})"))
+        if run.steps and not run.loops:  # a record from before loops were summarised
             loops = sorted({step.loop for step in run.steps})
             done = sum(step.completed for step in run.steps)
             facts.append(
