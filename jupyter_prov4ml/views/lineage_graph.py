@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 from jupyter_prov4ml.identity import notebook_cells
 from jupyter_prov4ml.lineage.links import Lineage, StaleCell
 from jupyter_prov4ml.records import CellRun
+from jupyter_prov4ml.views.escape import html_text
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class StaleReport:
         if not self.cells:
             return "<p>no stale cells</p>"
         body = "".join(
-            f"<tr><td>{html.escape(label)}</td><td>{html.escape(why)}</td></tr>"
+            f"<tr><td>{html_text(label)}</td><td>{html_text(why)}</td></tr>"
             for label, why in self._rows()
         )
         return f"<table class='jp-prov4ml-stale'><tr><th>cell</th><th>why</th></tr>{body}</table>"

@@ -8,7 +8,6 @@ second, and each value is one HTML string, so one comm message per update.
 
 from __future__ import annotations
 
-import html
 import math
 import threading
 import time
@@ -19,6 +18,7 @@ from jupyter_prov4ml.capture.run_capture import RunCapture
 from jupyter_prov4ml.hardware.gpu import GpuInfo
 from jupyter_prov4ml.hardware.sampler import Tick
 from jupyter_prov4ml.records import CellRun, EnergyLedger, co2_grams
+from jupyter_prov4ml.views.escape import html_text
 
 MIN_UPDATE_INTERVAL_S = 0.25
 MAX_METRIC_ROWS = 8
@@ -45,7 +45,7 @@ def _duration(seconds: float) -> str:
 
 
 def _field(name: str, text: str) -> str:
-    return f'<span class="p4m-value" data-field="{name}">{html.escape(text)}</span>'
+    return f'<span class="p4m-value" data-field="{html_text(name)}">{html_text(text)}</span>'
 
 
 def _bar(percent: float | None) -> str:
@@ -241,7 +241,7 @@ class LiveMonitor:
                 eta = f" · ETA {_duration((total - progress.done) / rate)}"
             rows.append(
                 (
-                    html.escape(progress.loop),
+                    html_text(progress.loop),
                     _bar(share)
                     + _field("loop_done", text)
                     + f" · {_field('loop_rate', f'{rate:.2f}')} it/s{eta}",
@@ -251,15 +251,15 @@ class LiveMonitor:
             key = f"metric:{name}/{context}"
             rows.append(
                 (
-                    html.escape(f"{name} ({context})"),
+                    html_text(f"{name} ({context})"),
                     _field(key, f"{last:.5g}") + f" <span style='font-family:monospace'>"
-                    f"{html.escape(sparkline(recent))}</span>",
+                    f"{html_text(sparkline(recent))}</span>",
                 )
             )
         return rows
 
     def _frame(self, status: str, body: str) -> str:
-        return f"<div><b>{html.escape(self._title)}</b> · {_field('status', status)}</div>{body}"
+        return f"<div><b>{html_text(self._title)}</b> · {_field('status', status)}</div>{body}"
 
 
 def live_view_supported(shell: Any) -> bool:

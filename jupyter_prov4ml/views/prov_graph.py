@@ -6,9 +6,10 @@ never a traceback. `graphviz` is imported here only, lazily.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from jupyter_prov4ml.views.escape import dot_text, html_text
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -27,14 +28,42 @@ _STYLE = {
 }
 
 
-def new_digraph(name: str, rankdir: str, **node_attrs: str) -> Any:
-    """A `graphviz.Digraph` in the house style (every graph we draw starts here)."""
-    import graphviz
+class SafeDigraph:
+    """A `graphviz.Digraph` whose labels and attribute values are text from data, never DOT
+    or HTML-like labels: each passes `escape.dot_text`, marked `nohtml` (every graph we draw
+    is built through this)."""
 
-    graph = graphviz.Digraph(name, graph_attr={"rankdir": rankdir, "fontsize": "10"})
-    graph.attr("node", fontname="Helvetica", fontsize="10", **node_attrs)
-    graph.attr("edge", fontname="Helvetica", fontsize="8", color="#555555")
-    return graph
+    def __init__(self, name: str, rankdir: str, **node_attrs: str) -> None:
+        import graphviz
+
+        self._nohtml = graphviz.nohtml
+        self._graph = graphviz.Digraph(name, graph_attr={"rankdir": rankdir, "fontsize": "10"})
+        self._graph.attr("node", fontname="Helvetica", fontsize="10", **node_attrs)
+        self._graph.attr("edge", fontname="Helvetica", fontsize="8", color="#555555")
+
+    def _text(self, value: object) -> Any:
+        return self._nohtml(dot_text(value))
+
+    def _attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return {key: self._text(value) for key, value in attrs.items()}
+
+    def attr(self, **attrs: Any) -> None:
+        self._graph.attr(**self._attrs(attrs))
+
+    def node(self, name: str, label: object, **attrs: Any) -> None:
+        self._graph.node(self._text(name), self._text(label), **self._attrs(attrs))
+
+    def edge(self, tail: str, head: str, **attrs: Any) -> None:
+        self._graph.edge(self._text(tail), self._text(head), **self._attrs(attrs))
+
+    @property
+    def source(self) -> str:
+        return str(self._graph.source)
+
+
+def new_digraph(name: str, rankdir: str, **node_attrs: str) -> SafeDigraph:
+    """An empty graph in the house style."""
+    return SafeDigraph(name, rankdir, **node_attrs)
 
 
 def dot_source(doc: ProvDocument, title: str | None = None) -> str:
@@ -106,7 +135,7 @@ class ProvGraph:
                 "text/plain": repr(self),
             }
         return {
-            "text/html": f"<p>{html.escape(self.note or '')}</p><pre>{html.escape(self.dot)}</pre>",
+            "text/html": f"<p>{html_text(self.note or '')}</p><pre>{html_text(self.dot)}</pre>",
             "text/plain": f"{self.note}\n{self.dot}",
         }
 

@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import difflib
-import html
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from jupyter_prov4ml.notation import iso_utc, strict_json
 from jupyter_prov4ml.records import CellRun, MetricSummary, SessionInfo
 from jupyter_prov4ml.store.layout import Store, StoredRun
+from jupyter_prov4ml.views.escape import html_text
 
 Change = Literal["same", "changed", "added", "removed"]
 _STYLE = {
@@ -167,7 +167,7 @@ class RunDiff:
         printer.text(repr(self))
 
     def _repr_html_(self) -> str:
-        escape = html.escape
+        escape = html_text
         rows = [
             "<tr><th></th>"
             f"<th>A: <code>{escape(self.a.label)}</code></th>"
@@ -397,7 +397,7 @@ def _side_dict(side: RunSide) -> dict[str, Any]:
 
 
 def _html_diff_line(line: str) -> str:
-    escaped = html.escape(line)
+    escaped = html_text(line)
     if line.startswith(("+++", "---")):
         return f"<b>{escaped}</b>"
     if line.startswith("+"):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Any
 
 from jupyter_prov4ml.records import CellRun
+from jupyter_prov4ml.views.escape import html_text
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,8 @@ class RunSummary:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            f"<tr><th style='text-align:left;padding-right:1em'>{html_text(k)}</th>"
+            f"<td style='text-align:left'>{html_text(v)}</td></tr>"
             for k, v in self.facts()
         )
         return f"<table class='jp-prov4ml-summary'>{rows}</table>"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jupyter_prov4ml.store.index import IndexedRun, RunQuery
 from jupyter_prov4ml.store.layout import Store, StoredRun
+from jupyter_prov4ml.views.escape import html_text
 
 # The terminal table's columns (scripts read them; `--wide` adds energy and parameters).
 COLUMNS = ("run_id", "kind", "name", "execution_count", "status", "started_at", "duration_s")
@@ -162,10 +162,10 @@ class RunTable:
     def _repr_html_(self) -> str:
         if not self.rows:
             return "<p>no runs recorded yet</p>"
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in _HTML_HEADINGS)
+        head = "".join(f"<th>{html_text(c)}</th>" for c in _HTML_HEADINGS)
         body = "".join(_html_row(row) for row in self.rows)
         footer = self._footer()
-        caption = f"<caption>{html.escape(footer)}</caption>" if footer else ""
+        caption = f"<caption>{html_text(footer)}</caption>" if footer else ""
         return f"<table class='jp-prov4ml-runs'>{caption}<tr>{head}</tr>{body}</table>"
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -173,7 +173,7 @@ class RunTable:
 
 
 def _html_row(row: dict[str, Any]) -> str:
-    escape = html.escape
+    escape = html_text
     count = row["execution_count"]
     cell = f"[{'' if count is None else count}]"
     if row["cell_id"]:
