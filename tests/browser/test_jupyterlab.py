@@ -581,3 +581,63 @@ def test_live_dashboard_moves_while_provrun_runs(
         final = read_live_field(page, "elapsed_s", cell)
         assert float(final) >= float(second), (first, second, final)
         check_graph(page, outputs)
+
+
+HOSTILE_NOTEBOOK = "hostile_names.ipynb"
+HOSTILE_SCREENSHOT = ARTIFACTS / "jupyterlab-hostile-names.png"
+# Each payload would set window.__pwned (or open a javascript: link) if it ran as markup.
+HOSTILE_RUN_NAME = '<<TABLE HREF="javascript:window.__pwned=1"><TR><TD>x</TD></TR></TABLE>>'
+HOSTILE_CELL = r"""%%provrun --no-graph
+from jupyter_prov4ml import log_metric, log_param, track
+log_param('"><svg/onload=window.__pwned=2>', '<img src=x onerror=window.__pwned=3>')
+log_param("ends with a backslash\\", "value\\")
+for step in track(range(3), name="<script>window.__pwned=4</script>"):
+    log_metric('"><img src=x onerror=window.__pwned=5>', 1.0 / (step + 1), step=step)
+"""
+
+
+def test_hostile_names_stay_text_in_jupyterlab(lab: Lab, page: Any) -> None:
+    """A notebook full of names shaped as HTML, attribute break-outs, scripts and Graphviz
+    HTML-like labels (run, parameter, metric and loop names, values ending in a backslash):
+    JupyterLab shows them as text in the live dashboard, the summary, the run table and the
+    graphs; no script runs, no `javascript:` link exists, every cell runs cleanly."""
+    run_name = HOSTILE_RUN_NAME
+    notebook = new_notebook(
+        cells=[
+            new_code_cell("%load_ext jupyter_prov4ml"),
+            new_code_cell(HOSTILE_CELL),
+            new_code_cell(f"%%provrun --name '{run_name}'\nx = 1"),
+            new_code_cell("%prov list"),
+            new_code_cell("%prov graph"),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    nbformat.write(notebook, lab.root / HOSTILE_NOTEBOOK)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    with reported(page, lab, HOSTILE_SCREENSHOT):
+        open_notebook(page, lab, HOSTILE_NOTEBOOK)
+        run_all_cells(page)
+        wait_for_run_all(page)
+        outputs = check_ran_cleanly(page)
+        text = "\n".join(outputs)
+        assert page.evaluate("() => window.__pwned === undefined"), "a payload ran"
+        assert not dialogs, dialogs
+        links = page.evaluate(
+            """() => Array.from(document.querySelectorAll('a, [href], [*|href]'))
+                .map(e => e.getAttribute('href') || e.getAttribute('xlink:href') || '')
+                .filter(h => h.trim().toLowerCase().startsWith('javascript'))"""
+        )
+        assert links == [], links
+        # Shown as text, where the user can read them.
+        assert "onerror=window.__pwned=5" in text, "the metric name is not shown as text"
+        assert "<script>window.__pwned=4</script>" in text, "the loop name is not shown as text"
+        assert "ends with a backslash\\" in text
+        images = page.evaluate(
+            "() => document.querySelectorAll('.jp-OutputArea img[src=x]').length"
+        )
+        assert images == 0
+        if shutil.which("dot") is not None:
+            assert page.locator(GRAPH_SVG).count() >= 1, "the session graph is not drawn"
