@@ -93,7 +93,14 @@ def journal_events(store: Path) -> list[dict[str, Any]]:
 
 
 def closed_runs(store: Path) -> list[dict[str, Any]]:
-    return [event["run"] for event in journal_events(store) if event["event"] == "close"]
+    """Each closed run's record as the journal finally says it (a %%provrun's record is
+    journaled when it ends, then again with its data files: the last line counts), in the
+    order runs were first closed."""
+    runs: dict[str, dict[str, Any]] = {}
+    for event in journal_events(store):
+        if event["event"] == "close":
+            runs[event["run"]["run_id"]] = event["run"]
+    return list(runs.values())
 
 
 def deserialize_strict(path: Path) -> Any:

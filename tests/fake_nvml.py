@@ -11,7 +11,8 @@ installed pynvml.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -60,7 +61,9 @@ class FakeNvml(ModuleType):
     Switches: `init_error` (an NVML_ERROR_* code raised by nvmlInit), `legacy_bytes` (return
     C strings as bytes, as pynvml < 11.5 did), `fail_after(k, code)` (after k more device
     queries every query raises `code`, e.g. a GPU falling off the bus), `advance(seconds)`
-    (time passes: each energy counter grows by its GPU's power × seconds).
+    (time passes: each energy counter grows by its GPU's power × seconds). `wait_until` lets
+    a test (or a cell) wait for what the reader did, e.g. two samples read or a fault raised,
+    instead of for an amount of time.
     """
 
     def __init__(
@@ -86,6 +89,10 @@ class FakeNvml(ModuleType):
         self.init_calls = 0
         self.shutdown_calls = 0
         self.calls: dict[str, int] = {}
+        # Injected errors raised so far (by `fail_after` or a FakeGpu's `errors`).
+        self.faults = 0
+        # Notified at every call and every fault, for `wait_until`.
+        self._changed = threading.Condition()
         self._fail_countdown: int | None = None
         self._fail_code = pynvml.NVML_ERROR_GPU_IS_LOST
 
@@ -95,6 +102,12 @@ class FakeNvml(ModuleType):
         """After `calls` more device queries, every device query raises NVMLError(code)."""
         self._fail_countdown = calls
         self._fail_code = code
+
+    def wait_until(self, condition: Callable[[FakeNvml], bool], timeout_s: float = 60.0) -> bool:
+        """Block until `condition(self)` holds, checked after each NVML call (from any thread);
+        False if it still does not after `timeout_s`, a bound only a hung reader reaches."""
+        with self._changed:
+            return self._changed.wait_for(lambda: condition(self), timeout_s)
 
     def advance(self, seconds: float) -> None:
         """Let time pass: each counter grows by power (mW) × seconds = millijoules."""
@@ -108,12 +121,14 @@ class FakeNvml(ModuleType):
 
     def _enter(self, function: str, handle: _Handle | None = None) -> FakeGpu | None:
         """Count the call and raise what real NVML would raise for it."""
-        self.calls[function] = self.calls.get(function, 0) + 1
+        with self._changed:
+            self.calls[function] = self.calls.get(function, 0) + 1
+            self._changed.notify_all()
         if self.refcount == 0:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
         if self._fail_countdown is not None and function.startswith("nvmlDevice"):
             if self._fail_countdown <= 0:
-                raise pynvml.NVMLError(self._fail_code)
+                raise self._fault(self._fail_code)
             self._fail_countdown -= 1
         if handle is None:
             return None
@@ -121,10 +136,17 @@ class FakeNvml(ModuleType):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         gpu = self.gpus[handle.index]
         if function in gpu.errors:
-            raise pynvml.NVMLError(gpu.errors[function])
+            raise self._fault(gpu.errors[function])
         if function in gpu.unsupported:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu
+
+    def _fault(self, code: int) -> pynvml.NVMLError:
+        """The error an injected fault raises, counted in `faults`."""
+        with self._changed:
+            self.faults += 1
+            self._changed.notify_all()
+        return pynvml.NVMLError(code)
 
     def _gpu(self, function: str, handle: _Handle) -> FakeGpu:
         gpu = self._enter(function, handle)

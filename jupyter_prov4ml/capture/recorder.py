@@ -44,6 +44,8 @@ class OpenWindow:
     capture: RunCapture | None = None
     # The source as stored (credentials redacted): made once, in the writer thread.
     _stored_source: str | None = None
+    # Whether the writer journaled this (long-running) cell as open.
+    open_journaled: bool = False
 
     def stored_source(self) -> str:
         """The source as the store keeps it, redacted once however often it is written."""

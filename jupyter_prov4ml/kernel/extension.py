@@ -45,6 +45,8 @@ T = TypeVar("T")
 # After this many consecutive failures inside our own hook, recording turns itself off
 # rather than costing the user a warning on every cell.
 MAX_HOOK_FAILURES = 3
+# The longest a cell waits at its start for the previous cell's close to be written.
+CLOSE_WAIT_S = 0.1
 _SOFTWARE = ("jupyter_prov4ml", "ipython", "ipykernel", "prov", "psutil", "nvidia-ml-py")
 
 
@@ -307,6 +309,10 @@ class ProvExtension:
 
     def pre_run_cell(self, info: Any) -> None:
         try:
+            # The last cell's close is written before this cell runs (and shows output): a
+            # kernel killed between cells loses none. Normally already done; a busy writer
+            # (a large run's files) gets a bounded wait, never a noticeable one.
+            self.writer.wait_for_closes(CLOSE_WAIT_S)
             self.recorder.begin(info)
             self._begin_ok = True
         except Exception as error:  # noqa: BLE001 - IPython would print a traceback per cell

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from jupyter_prov4ml.identity import source_sha256
 from jupyter_prov4ml.records import CellRun, VariableSummary
-from jupyter_prov4ml.redaction import REDACTED, is_secret_name, looks_like_credential
+from jupyter_prov4ml.redaction import REDACTED, is_secret_name, looks_like_credential, redact_text
 
 # Values up to this many bytes are hashed; larger ones are described, not hashed.
 MAX_HASHED_BYTES = 100_000
@@ -36,9 +36,7 @@ def summarize(name: str, value: Any) -> VariableSummary:
         else kind.__qualname__
     )
     digest: str | None = None
-    if is_secret_name(name) or (
-        kind is str and len(value) <= _SHAPE_CHECKED_CHARS and looks_like_credential(value)
-    ):
+    if is_secret_name(name) or _holds_credential(kind, value):
         # No description and no hash: a short password's sha256 can be looked up.
         description = REDACTED
     elif kind in _SCALARS:
@@ -67,6 +65,17 @@ def summarize(name: str, value: Any) -> VariableSummary:
     else:
         description = ""
     return VariableSummary(name, type_name, description, digest)
+
+
+def _holds_credential(kind: type, value: Any) -> bool:
+    """Whether a string (or bytes) is, or holds, what redaction would hide: shaped like a
+    credential (`Bearer …`), or text with one in it (`"mysql -pSECRET"`, `"password: …"`).
+    Its hash would be as good as the value to whoever can guess it."""
+    if kind is bytes and len(value) <= _SHAPE_CHECKED_CHARS:
+        value, kind = value.decode("latin-1"), str
+    if kind is not str or len(value) > _SHAPE_CHECKED_CHARS:
+        return False
+    return looks_like_credential(value) or redact_text(value) != value
 
 
 def _sha(data: bytes) -> str:

@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -79,6 +80,12 @@ class _Progress(NamedTuple):
     piece: ProgressSlice
 
 
+class _Announce(NamedTuple):
+    """A finished run's record, journaled before its data files are made."""
+
+    run: CellRun
+
+
 class _Opened(NamedTuple):
     window: OpenWindow
     kind: str
@@ -98,10 +105,11 @@ class _RunJob:
 class _FlushMarker:
     done: threading.Event
     write_documents: bool
+    runs_before: int = 0  # how many runs had been submitted when the marker was queued
     written: bool = False  # everything queued before the marker reached the journal
 
 
-_Item = _Line | _Progress | _Opened | ClosedCell | _RunJob | _FlushMarker
+_Item = _Line | _Progress | _Opened | ClosedCell | _Announce | _FlushMarker
 # One write to the journal takes at most this many items' lines (or about this many bytes).
 _BATCH_ITEMS = 256
 _BATCH_BYTES = 1 << 20
@@ -131,6 +139,19 @@ class StoreWriter:
         self.period_s = period_s
         self.max_pending = max_pending
         self._pending: deque[_Item] = deque()
+        # Runs whose data files and documents are still to be made: the heavy lane, worked on
+        # after the light one, so a cell's close never waits behind a large run's files.
+        self._runs: deque[_RunJob] = deque()
+        # The plain cell running now (set by `opened`), journaled as open once it runs long.
+        self._running: OpenWindow | None = None
+        self._runs_submitted = 0
+        self._runs_done = 0
+        # Closes queued (main thread) and settled (written, or dropped), so the next cell can
+        # make sure the last one's close is written before it runs (`wait_for_closes`).
+        self._closes_queued = 0
+        self._closes_settled = 0
+        self._settled = threading.Condition()
+        self._last_index_sync = 0.0
         # Guards the queue's removals: the writer takes written items off the front while a
         # full queue drops old ones from the main or sampler thread.
         self._queue_lock = threading.Lock()
@@ -164,9 +185,16 @@ class StoreWriter:
         self._thread.start()
 
     def opened(self, window: OpenWindow, kind: str, details: dict[str, Any] | None = None) -> None:
-        """A cell started; `details` (JSON-ready) is what recovery would need beyond it."""
+        """A cell started; `details` (JSON-ready) is what recovery would need beyond it.
+
+        A plain cell costs nothing here: the writer journals its open line only if it is
+        still running at the writer's next period (for recovery, should the kernel die); a
+        short cell gets a close line and nothing else."""
+        if kind == "cell":
+            self._running = window
+            return
         self._append(_Opened(window, kind, details))
-        if kind != "cell" and not self._warm:
+        if not self._warm:
             self._wake.set()  # warm up while the run runs, not when it ends
 
     def prepare_for_runs(self) -> None:
@@ -182,20 +210,42 @@ class StoreWriter:
         self._wake.set()
 
     def closed_cell(self, cell: ClosedCell) -> None:
+        """A plain cell ended: its close is written now (the writer is woken), not at the next
+        period, so a kernel killed between cells loses none (see `wait_for_closes`)."""
+        self._closes_queued += 1
         self._append(cell)
+        self._wake.set()
 
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[ProvDocument]:
-        """Queue a run with its own document and data files; the future gives the document."""
+        """Queue a run: its record is journaled at once (without data files), then its data
+        files and document, and its record again with them. The future gives the document."""
         job = _RunJob(run, series, Future())
-        self._append(job)
+        self._closes_queued += 1
+        self._append(_Announce(run))
+        self._runs.append(job)
+        self._runs_submitted += 1
         self._wake.set()
         return job.future
+
+    def wait_for_closes(self, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) until every close queued so far is written; True at once
+        when it is, and without waiting while the store cannot be written."""
+        queued = self._closes_queued
+        if self._closes_settled >= queued or self._failing:
+            return self._closes_settled >= queued
+        with self._settled:
+            return (
+                self._settled.wait_for(
+                    lambda: self._closes_settled >= queued or self._failing, timeout_s
+                )
+                and self._closes_settled >= queued
+            )
 
     def flush(self, timeout_s: float = 10.0, session_document: bool = True) -> bool:
         """Write everything queued so far (and a PROV document of the plain cells not yet in
         one). False when that could not be done now (the store is unwritable: see
         `pending_count`) or did not finish within `timeout_s`."""
-        marker = _FlushMarker(threading.Event(), session_document)
+        marker = _FlushMarker(threading.Event(), session_document, self._runs_submitted)
         self._append(marker)
         if self._thread is None or not self._thread.is_alive():
             self._drain()
@@ -225,7 +275,8 @@ class StoreWriter:
     @property
     def pending_count(self) -> int:
         """Records queued and not yet written (flush markers aside)."""
-        return sum(not isinstance(item, _FlushMarker) for item in list(self._pending))
+        queued = sum(not isinstance(item, _FlushMarker) for item in list(self._pending))
+        return queued + len(self._runs)
 
     def _append(self, item: _Item) -> None:
         self._pending.append(item)
@@ -249,6 +300,8 @@ class StoreWriter:
         for index, item in enumerate(self._pending):
             if index and isinstance(item, _Opened | ClosedCell):
                 del self._pending[index]
+                if isinstance(item, ClosedCell):
+                    self._settle(1)
                 self.notices.warn(
                     "store-dropped",
                     "store unwritable for long; dropping the oldest cell records "
@@ -295,8 +348,10 @@ class StoreWriter:
             if not self._warm and (self._warm_wanted or self._run_coming()):
                 self._warm_up()
             try:
+                self._journal_long_running_cell()
                 self._write_pending()
-                self._sync_index()
+                self._work_runs(light_between=True)
+                self._sync_index(force=False)
             except OSError as error:
                 self._on_failure(error)
                 return
@@ -306,9 +361,8 @@ class StoreWriter:
                 self.notices.warn("store-recovered", f"store {self.store.root} is writable again")
 
     def _run_coming(self) -> bool:
-        return any(
-            isinstance(item, _RunJob) or (isinstance(item, _Opened) and item.kind != "cell")
-            for item in list(self._pending)
+        return bool(self._runs) or any(
+            isinstance(item, _Opened) and item.kind != "cell" for item in list(self._pending)
         )
 
     def _warm_up(self) -> None:
@@ -322,6 +376,21 @@ class StoreWriter:
             provmodel.serialize(provmodel.session_document([], self.session))
         except Exception as error:  # noqa: BLE001 - the run is saved later all the same
             self.notices.warn("warm-up", f"could not prepare to save runs ({error!r})")
+
+    def _journal_long_running_cell(self) -> None:
+        """The open line of the plain cell running now, once it has run a writer period."""
+        window = self._running
+        if (
+            window is None
+            or window.closed
+            or window.open_journaled
+            or time.time() - window.started_unix_s < self.period_s
+        ):
+            return
+        lines = self._open_lines(_Opened(window, "cell", None))
+        if lines:
+            self._journal_for(lines[0]).append(lines)
+        window.open_journaled = True
 
     def _write_pending(self) -> None:
         """Write the queue out in batches; raises OSError with the unwritten items queued.
@@ -378,6 +447,14 @@ class StoreWriter:
                 else:  # not expected: only `_drop_oldest` removes, and never the front
                     with contextlib.suppress(ValueError):
                         self._pending.remove(item)
+        closes = sum(isinstance(item, ClosedCell | _Announce) for item in written)
+        if closes:
+            self._settle(closes)
+
+    def _settle(self, closes: int) -> None:
+        with self._settled:
+            self._closes_settled += closes
+            self._settled.notify_all()
 
     def _journal_for(self, first_line: str) -> JournalFile:
         """The journal, opened (and headed by the session line when new) on first use."""
@@ -401,7 +478,7 @@ class StoreWriter:
             "recording from now on into new ones",
         )
 
-    def _given_up(self, item: _Item, error: Exception) -> _Done:
+    def _given_up(self, item: _Item | _RunJob, error: Exception) -> _Done:
         def done() -> None:
             if isinstance(item, _RunJob) and not item.future.done():
                 item.future.set_exception(error)
@@ -413,6 +490,8 @@ class StoreWriter:
 
     def _on_failure(self, error: OSError) -> None:
         self._failing = True
+        with self._settled:
+            self._settled.notify_all()  # nobody waits for a close the store cannot take
         self._index.write_failed()
         self.notices.reset("store-recovered")
         if self._journal is not None:
@@ -450,8 +529,11 @@ class StoreWriter:
             payload = self._cell_payload(item)
             line = encode_line("close", {"run": payload})
             return [line], lambda: self._cell_written(item, payload, line)
-        if isinstance(item, _RunJob):
-            return self._run_lines(item)
+        if isinstance(item, _Announce):
+            record = run_to_dict(item.run)
+            line = encode_line("close", {"run": record})
+            session_id = self.session.session_id
+            return [line], lambda: self._index.batch().add_close(session_id, record, None, line)
         return [], lambda: self._marker_reached(item)
 
     def _open_lines(self, item: _Opened) -> list[str]:
@@ -485,9 +567,10 @@ class StoreWriter:
         """Everything queued before the marker is in the journal: write the cells' document
         if asked, index what came before (whoever waits may list runs next), and say so."""
         try:
+            self._work_runs(light_between=False, until=marker.runs_before)
             if marker.write_documents and self._undocumented:
                 self._write_cells_document()
-            self._sync_index()
+            self._sync_index(force=True)
             marker.written = True
         finally:
             marker.done.set()
@@ -527,6 +610,30 @@ class StoreWriter:
         self._index.batch().add_document(relpath, run_ids)
         self._documents_written += 1
         self._undocumented = []
+
+    def _work_runs(self, light_between: bool, until: int | None = None) -> None:
+        """The heavy lane, oldest run first (`until`: only until that many runs are done);
+        OSError leaves the run queued for a retry."""
+        while self._runs and (until is None or self._runs_done < until):
+            job = self._runs[0]
+            try:
+                self._write_run(job)
+            except OSError:
+                raise
+            # A run we cannot encode is our bug, not the store's: its record (journaled when
+            # it was queued) stays; say so once and go on.
+            except Exception as error:  # noqa: BLE001
+                self._given_up(job, error)()
+            self._runs.popleft()
+            self._runs_done += 1
+            if light_between:
+                self._write_pending()  # cells that closed meanwhile go first
+
+    def _write_run(self, job: _RunJob) -> None:
+        """A run's data files, document and full record (the heavy lane); OSError: retried."""
+        lines, done = self._run_lines(job)
+        self._journal_for(lines[0]).append(lines)
+        done()
 
     def _run_lines(self, job: _RunJob) -> tuple[list[str], _Done]:
         from jupyter_prov4ml import provmodel
@@ -581,9 +688,14 @@ class StoreWriter:
         self._journal_begun = True
         self._index.journal_opened(journal.size)
 
-    def _sync_index(self) -> None:
-        if self._journal is not None:
-            self._index.sync(self._journal.size)
+    def _sync_index(self, force: bool = True) -> None:
+        """Index what was journaled: at most once a period unless forced (a flush; readers
+        catch up from the journal meanwhile), so a cell's close costs no SQLite commit."""
+        now = time.monotonic()
+        if self._journal is None or (not force and now - self._last_index_sync < self.period_s):
+            return
+        self._last_index_sync = now
+        self._index.sync(self._journal.size)
 
 
 def _nothing() -> None:

@@ -1,6 +1,7 @@
 """`jupyter-prov4ml export RUN --format rocrate -o DIR_OR_ZIP`: an RO-Crate of one run that
 the `rocrate` package reads back, with every file's sha256, the run described as a
-CreateAction, and metadata that parses as JSON-LD."""
+CreateAction, and metadata that parses as JSON-LD. (What the crate must never hold: see
+test_crate_trust.py.)"""
 
 from __future__ import annotations
 
@@ -68,12 +69,17 @@ def files_by_id(crate: Any) -> dict[str, Any]:
     return {entity.id: entity for entity in crate.data_entities}
 
 
+def recorded_cells_name(run_id: str) -> str:
+    return f"recorded-cells-{run_id}.ipynb"
+
+
 def test_crate_folder_reads_back_with_checksums(
     trained: StoredRun, notebook_file: Path, tmp_path: Path, capsys: Any
 ) -> None:
     """The crate reads back with `ROCrate(path)`; it holds the PROV-JSON, the metrics and
-    hardware sample files, the cell's code and the notebook, each with the sha256 of its
-    bytes, equal to what the store recorded where it recorded one."""
+    hardware sample files, the cell's code and the cells as recorded (never the notebook
+    file itself), each with the sha256 of its bytes, equal to what the store recorded where
+    it recorded one."""
     run = trained.run
     out = tmp_path / "crate"
     export(capsys, run.run_id, out)
@@ -84,7 +90,7 @@ def test_crate_folder_reads_back_with_checksums(
         f"{run.run_id}.prov.json",
         *recorded,
         f"cell-{run.cell.sha256[:12]}.py",
-        "train.ipynb",
+        recorded_cells_name(run.run_id),
     }
     for name, entity in files.items():
         assert entity["sha256"] == file_sha256(out / name), name
@@ -93,8 +99,9 @@ def test_crate_folder_reads_back_with_checksums(
         assert files[name]["sha256"] == sha256
     assert trained.prov_path is not None
     assert files[f"{run.run_id}.prov.json"]["sha256"] == file_sha256(trained.prov_path)
-    assert files["train.ipynb"]["sha256"] == file_sha256(notebook_file)
     assert (out / f"cell-{run.cell.sha256[:12]}.py").read_text() == run.cell.source
+    cells = files[recorded_cells_name(run.run_id)]
+    assert "as recorded" in cells["name"] and "Not the notebook file" in cells["description"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ProvDocument.deserialize(content=(out / f"{run.run_id}.prov.json").read_text())
@@ -183,6 +190,7 @@ def test_plain_failed_cell_crate(loaded: Any, tmp_path: Path, capsys: Any) -> No
     assert set(files_by_id(crate)) == {
         f"{stored.run.run_id}.prov.json",
         f"cell-{stored.run.cell.sha256[:12]}.py",
+        recorded_cells_name(stored.run.run_id),
     }
     (action,) = crate.root_dataset["mentions"]
     assert ident(action["actionStatus"]) == "http://schema.org/FailedActionStatus"
@@ -223,9 +231,11 @@ def test_notebook_option_and_output_errors(trained: StoredRun, tmp_path: Path, c
 def test_changed_data_file_is_reported(trained: StoredRun, tmp_path: Path, capsys: Any) -> None:
     """A data file changed since it was recorded: the crate carries the file's real sha256 and
     the CLI warns on stderr that it differs from the recorded one."""
+    import pyarrow.parquet as pq
+
     metrics = next(f for f in trained.run.data_files if f.role == "metrics")
     path = Store(Path(str(trained.prov_path)).parents[3]).root / metrics.relpath
-    path.write_bytes(path.read_bytes() + b"tampered")
+    pq.write_table(pq.read_table(path).slice(0, 1), path)  # still a metrics file, another one
     capsys.readouterr()
     out = tmp_path / "crate"
     assert main(["export", trained.run.run_id, "-f", "rocrate", "-o", str(out)]) == 0

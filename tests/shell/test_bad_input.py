@@ -4,7 +4,10 @@ Four families: the `%%provrun` line, source text for the parameter and dataflow 
 values user code hands to `log_param`/`log_metric`, and bytes damaged on disk under the store
 readers (`%prov list|show`, `read_metrics`, the CLI). For each: no exception of ours escapes,
 the user's cell behaves as without us, each kind of problem is told in at most one short line,
-time stays bounded, and what was valid is still saved (its PROV document reads back strictly).
+and what was valid is still saved (its PROV document reads back strictly). Time stays bounded:
+the costly steps are skipped where they must be (counted, not timed), and the cost of huge
+input grows with its size far more slowly than a quadratic would (a ratio of CPU times taken
+in the same run, whatever the machine's speed).
 
 One real shell serves the whole module (a fresh shell per example would cost ~0.3 s each);
 `CASES` counts what each family tried, printed at the end of the module (run with `-s`).
@@ -14,6 +17,7 @@ summary.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import io
@@ -43,7 +47,8 @@ import jupyter_prov4ml
 from conftest import deserialize_strict
 from jupyter_prov4ml.capture.params import literal_assignments
 from jupyter_prov4ml.cli.main import main as cli_main
-from jupyter_prov4ml.lineage.dataflow import CellDataflow, analyze
+from jupyter_prov4ml.kernel.magics import MAX_EXPANDED_LINE_CHARS
+from jupyter_prov4ml.lineage.dataflow import MAX_SOURCE_CHARS, CellDataflow, analyze
 from jupyter_prov4ml.records import CellRef, CellRun
 from jupyter_prov4ml.settings import STORE_ENV
 from jupyter_prov4ml.store.layout import Store
@@ -51,9 +56,9 @@ from jupyter_prov4ml.store.layout import Store
 CASES: Counter[str] = Counter()
 # What a line of ours may be: one line, this long at most.
 MAX_NOTICE_CHARS = 400
-# Per example; the slow VM this runs on takes ~30 ms for a %%provrun.
-SHELL_BOUND_S = 5.0
-SOURCE_BOUND_S = 2.0
+# Input 10× larger may cost at most this many times more: a linear cost gives 10, a quadratic
+# one 100; this is n^1.5, the geometric middle.
+GROWTH_BOUND = 10**1.5
 # Characters str.splitlines() splits on: a magic line holds none of them.
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 HYPOTHESIS = settings(
@@ -103,12 +108,11 @@ def ip(module_shell: Any) -> Any:
 
 @dataclass
 class Outcome:
-    """What one cell did and printed (stdout and stderr apart), and how long it took."""
+    """What one cell did and printed (stdout and stderr apart)."""
 
     result: Any
     out: str
     err: str
-    elapsed_s: float
 
     @property
     def error(self) -> BaseException | None:
@@ -119,13 +123,42 @@ def run_cell(shell: Any, source: str) -> Outcome:
     """Run a cell, wait for the store writer, and collect everything printed, our notices from
     the writer thread included."""
     out, err = io.StringIO(), io.StringIO()
-    started = time.perf_counter()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         result = shell.run_cell(source)
         extension = shell._jupyter_prov4ml
         assert extension.writer.flush(timeout_s=60)
         extension.notices.flush_to_stderr()
-    return Outcome(result, out.getvalue(), err.getvalue(), time.perf_counter() - started)
+    return Outcome(result, out.getvalue(), err.getvalue())
+
+
+def growth(
+    cost: Callable[[int], object], n: int, clock: Callable[[], float] = time.thread_time
+) -> float:
+    """How many times more CPU time `cost(10 * n)` takes than `cost(n)`: each the best of 5,
+    taken in turn, on a CPU clock (`clock`; time spent waiting for a CPU does not count). The
+    same machine at the same moment: the ratio depends neither on its speed nor on its load.
+    """
+    best = {n: math.inf, 10 * n: math.inf}
+    for _ in range(5):
+        for size in best:
+            started = clock()
+            cost(size)
+            best[size] = min(best[size], clock() - started)
+    return best[10 * n] / max(best[n], 1e-9)
+
+
+class ParseCount:
+    """Calls of `ast.parse`, from anywhere, while it lives (monkeypatched)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = ast.parse
+
+        def parse(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(ast, "parse", parse)
 
 
 def assert_told_briefly(*texts: str) -> None:
@@ -151,7 +184,9 @@ class JournalTail:
         self.offsets: dict[Path, int] = {}
 
     def new_runs(self) -> list[dict[str, Any]]:
-        runs = []
+        """Runs closed since the last call, each once, as the journal finally says it (a
+        %%provrun's record is journaled when it ends, then again with its files)."""
+        runs: dict[str, dict[str, Any]] = {}
         for journal in sorted(self.store.glob("sessions/*/journal.jsonl")):
             with journal.open("rb") as handle:
                 handle.seek(self.offsets.get(journal, 0))
@@ -161,8 +196,8 @@ class JournalTail:
             for line in data[:complete].splitlines():
                 event = json.loads(line)
                 if event["event"] == "close":
-                    runs.append(event["run"])
-        return runs
+                    runs[event["run"]["run_id"]] = event["run"]
+        return list(runs.values())
 
 
 # -- 1. the %%provrun line ---------------------------------------------------------------------
@@ -239,14 +274,13 @@ magic_lines = st.one_of(
 def test_provrun_line_runs_the_cell_or_is_one_usage_error(ip: Any, line: str) -> None:
     """Any magic line: the cell runs (and its run is saved, its PROV document reading back
     strictly) or the user gets one UsageError and the cell does not run; never our
-    traceback, within seconds even for a 100,000-character line."""
+    traceback, even for a 100,000-character line (whose expansion is skipped: see below)."""
     CASES["1 provrun line"] += 1
     store = ip._jupyter_prov4ml.store.root
     ip.user_ns.pop("x", None)
     ip.user_ns["rate"] = 0.5
     before = set(store.glob("sessions/*/runs/*.prov.json"))
     outcome = run_cell(ip, f"%%provrun {line}\nx = 1")
-    assert outcome.elapsed_s < SHELL_BOUND_S, len(line)
     assert_told_briefly(outcome.out, outcome.err)
     if outcome.error is None:
         assert ip.user_ns["x"] == 1
@@ -268,16 +302,52 @@ def test_prov_line_with_an_unbalanced_quote_is_a_usage_error(ip: Any, line: str)
     assert_told_briefly(outcome.out, outcome.err)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "{x} $x " * 20_000,
+        "--param lr=$rate --name {rate}" + "n" * MAX_EXPANDED_LINE_CHARS,
+        "--param x=" + "9" * MAX_EXPANDED_LINE_CHARS + " --name $rate",
+    ],
+    ids=["140k-chars-of-expansions", "expansions-first", "expansion-at-the-end"],
+)
+def test_long_provrun_lines_are_never_expanded(
+    ip: Any, monkeypatch: pytest.MonkeyPatch, line: str
+) -> None:
+    """IPython's `$name`/`{expr}` expansion takes time growing with the square of the line
+    (two minutes for 100,000 characters): a line over MAX_EXPANDED_LINE_CHARS is not expanded,
+    neither by IPython nor by `%%provrun`; a shorter one is, once."""
+    assert len(line) > MAX_EXPANDED_LINE_CHARS
+    expanded: list[str] = []
+    real = ip.var_expand
+
+    def var_expand(cmd: str, depth: int = 0, *rest: Any) -> Any:
+        expanded.append(cmd)
+        return real(cmd, depth + 1, *rest)  # one frame further from the user's: this one
+
+    monkeypatch.setattr(ip, "var_expand", var_expand)
+    ip.user_ns["rate"] = 0.5
+    outcome = run_cell(ip, f"%%provrun --no-graph {line}\nx = 1")
+    assert_told_briefly(outcome.out, outcome.err)
+    assert outcome.error is None or isinstance(outcome.error, UsageError), repr(outcome.error)
+    assert not [cmd for cmd in expanded if len(cmd) > MAX_EXPANDED_LINE_CHARS]
+    short = "--no-graph --name {rate} --param lr=$rate"
+    runs = JournalTail(ip._jupyter_prov4ml.store.root)
+    runs.new_runs()
+    assert run_cell(ip, f"%%provrun {short}\nx = 1").error is None
+    assert expanded == [short]
+    (run,) = runs.new_runs()
+    assert run["name"] == "0.5"
+    assert {"name": "lr", "value": 0.5, "source": "magic"} in run["params"]
+
+
 # -- 2. parameter and dataflow analysis of source text ------------------------------------------
 
 
-def check_analyses(source: str, bound_s: float = SOURCE_BOUND_S) -> None:
-    """Both analyses answer (never raise) on `source`, each within `bound_s`."""
+def check_analyses(source: str) -> None:
+    """Both analyses answer (never raise) on `source`."""
     for analysis in (literal_assignments, analyze):
-        started = time.perf_counter()
         found = analysis(source)
-        elapsed = time.perf_counter() - started
-        assert elapsed < bound_s, (analysis.__name__, len(source), elapsed)
         assert found is None or isinstance(found, list | CellDataflow)
 
 
@@ -323,9 +393,9 @@ undecodable_sources = st.one_of(
 @example("x = " + "{1: " * 100_000 + "1" + "}" * 100_000)
 @example("".join(" " * depth + "if x:\n" for depth in range(120)) + " " * 120 + "pass\n")
 @example("label = '\udcff'\ny = label  # caf\udce9\n")
-def test_analyses_of_deep_or_undecodable_source_answer_quickly(source: str) -> None:
+def test_analyses_of_deep_or_undecodable_source_answer(source: str) -> None:
     """100,000-deep nesting of any kind, lone surrogates and non-UTF-8 bytes: both analyses
-    give an answer (or nothing), never an exception, within 2 s each."""
+    give an answer (or nothing), never an exception (what they cost: the two tests below)."""
     CASES["2 source text"] += 1
     check_analyses(source)
 
@@ -339,18 +409,50 @@ MEGABYTE = 1 << 20
         pytest.param("x = 1\n" * (MEGABYTE // 6 + 1), id="1MB-of-assignments"),
         pytest.param("data = [" + "123456, " * (MEGABYTE // 8) + "]\n", id="1MB-literal"),
         pytest.param("%%provrun\n" + "x = " + "-" * MEGABYTE + "1\n", id="1MB-magic-body"),
-        pytest.param("x = " + "-" * 99_000 + "1\n", id="under-the-cap-unary-chain"),
-        pytest.param("x = " + "not " * 24_000 + "a\n", id="under-the-cap-not-chain"),
-        pytest.param("x = '" + "\\" * 99_000 + "'\n", id="under-the-cap-backslashes"),
-        pytest.param("x = 1\n#" + "\udcff" * 99_000 + "\n", id="under-the-cap-surrogates"),
-        pytest.param("a = 1\n" * 16_000, id="under-the-cap-assignments"),
     ],
 )
-def test_megabyte_cells_are_answered_in_two_seconds(source: str) -> None:
-    """A 1 MB cell (over the analyses' 100 kB cap) and pathological cells just under the cap
-    are answered within 2 s each, never with an exception."""
+def test_megabyte_cells_are_refused_unparsed(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1 MB cell, over the analyses' 100 kB cap, is answered with nothing, without being
+    parsed (the costly step: seconds for such cells)."""
     CASES["2 source text"] += 1
-    check_analyses(source)
+    assert len(source) > MAX_SOURCE_CHARS
+    parses = ParseCount(monkeypatch)
+    assert literal_assignments(source) == []
+    assert analyze(source) is None
+    assert parses.calls == 0
+
+
+# Pathological cells of about n characters (a function of n), and n such that the cell of 10 n
+# is just under the analyses' cap, so that it is parsed and analysed.
+UNDER_THE_CAP: dict[str, tuple[Callable[[int], str], int]] = {
+    "unary-chain": (lambda n: "x = " + "-" * n + "1\n", 9_900),
+    "not-chain": (lambda n: "x = " + "not " * n + "a\n", 2_400),
+    "backslashes": (lambda n: "x = '" + "\\" * n + "'\n", 9_900),
+    "surrogates": (lambda n: "x = 1\n#" + "\udcff" * n + "\n", 9_900),
+    "assignments": (lambda n: "a = 1\n" * n, 1_600),
+    "literal": (lambda n: "data = [" + "123456, " * n + "]\n", 1_200),
+    "magic-body": (lambda n: "%%provrun\nx = " + "-" * n + "1\n", 9_900),
+    "parentheses": (lambda n: "x = " + "(" * n + "1" + ")" * n, 4_900),
+    "brackets": (lambda n: "x = " + "[" * n + "]" * n, 4_900),
+    "dict-displays": (lambda n: "x = " + "{1: " * n + "1" + "}" * n, 1_900),
+}
+
+
+@pytest.mark.parametrize("analysis", [literal_assignments, analyze], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("family", sorted(UNDER_THE_CAP))
+def test_pathological_cells_under_the_cap_cost_far_less_than_a_quadratic(
+    family: str, analysis: Callable[[str], object]
+) -> None:
+    """Pathological cells just under the cap are answered, never with an exception, and 10×
+    the size costs far less than 100× the time (the blow-ups this file found were quadratic:
+    100,000 nested brackets took seconds)."""
+    CASES["2 source text"] += 1
+    make, n = UNDER_THE_CAP[family]
+    sources = {size: make(size) for size in (n, 10 * n)}
+    assert 0.8 * MAX_SOURCE_CHARS < len(sources[10 * n]) <= MAX_SOURCE_CHARS
+    check_analyses(sources[10 * n])
+    ratio = growth(lambda size: analysis(sources[size]), n)
+    assert ratio < GROWTH_BOUND, (family, ratio)
 
 
 # -- 3. values handed to log_param / log_metric ----------------------------------------------
@@ -595,7 +697,6 @@ def test_api_calls_never_fail_the_cell(
     ip.user_ns.pop("_calls")
     assert outcome.error is None, repr(outcome.error)
     assert ip.user_ns["cell_result"] == "done"
-    assert outcome.elapsed_s < SHELL_BOUND_S
     assert_told_briefly(outcome.out, outcome.err)
     ours = [w for w in caught if "jupyter_prov4ml" in str(w.filename)]
     assert not ours, [str(w.message) for w in ours]
@@ -605,6 +706,58 @@ def test_api_calls_never_fail_the_cell(
     assert any(m["name"] == "valid_metric" and m["last"] == 0.5 for m in run["metrics"])
     (document,) = new_documents(store, before)
     deserialize_strict(document)
+
+
+# Calls with values of about n units (characters, elements, levels, digits), and n such that
+# 10 n is the largest size the strategies above draw.
+HUGE_VALUES: dict[str, tuple[Callable[[int], list[Any]], int]] = {
+    "long-strings": (
+        lambda n: [("log_param", ("p", "x" * n), {}), ("log_metric", ("m", "x" * n), {})],
+        200_000,
+    ),
+    "long-names": (
+        lambda n: [("log_param", ("n" * n, 1), {}), ("log_metric", ("n" * n, 1.0), {})],
+        10_000,
+    ),
+    "long-contexts": (lambda n: [("log_metric", ("m", 1.0), {"context": "c" * n})], 10_000),
+    "large-arrays": (
+        lambda n: [("log_param", ("a", np.zeros(n)), {}), ("log_metric", ("a", np.zeros(n)), {})],
+        1_000_000,
+    ),
+    "deep-lists": (
+        lambda n: [
+            ("log_params", ({"d": deep_list(n)},), {}),
+            ("log_metric", ("d", deep_list(n)), {}),
+        ],
+        10_000,
+    ),
+    "huge-ints": (
+        lambda n: [("log_param", ("i", 10**n), {}), ("log_metric", ("i", 10**n), {})],
+        440,
+    ),
+}
+
+
+@pytest.mark.parametrize("family", sorted(HUGE_VALUES))
+def test_huge_api_values_cost_far_less_than_a_quadratic(ip: Any, family: str) -> None:
+    """A `%%provrun` handing values 10× larger to the API (its record saved) costs far less
+    than 100× the CPU time: nothing of ours walks a huge value more than a bounded number of
+    times (CPU time of the whole process: the writer thread's saving counts)."""
+    CASES["3 api calls"] += 1
+    make, n = HUGE_VALUES[family]
+    calls = {size: make(size) for size in (n, 10 * n)}
+
+    def cost(size: int) -> None:
+        ip.user_ns["_calls"] = calls[size]
+        outcome = run_cell(ip, _API_CELL)
+        assert outcome.error is None and ip.user_ns["cell_result"] == "done", outcome.err
+        assert_told_briefly(outcome.out, outcome.err)
+
+    try:
+        ratio = growth(cost, n, clock=time.process_time)
+    finally:
+        ip.user_ns.pop("_calls", None)
+    assert ratio < GROWTH_BOUND, (family, ratio)
 
 
 # -- 4. store readers on damaged bytes -------------------------------------------------------

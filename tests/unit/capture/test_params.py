@@ -13,7 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_prov4ml.capture.params import ParamError, literal_assignments, parse_param_option
+from jupyter_prov4ml.capture.params import (
+    ParamError,
+    literal_assignments,
+    make_param,
+    param_text,
+    parse_param_option,
+)
 from jupyter_prov4ml.records import Param
 from jupyter_prov4ml.redaction import is_secret_name
 
@@ -114,7 +120,8 @@ def test_literal_assignments_unpacks_tuples() -> None:
 
 def test_literal_assignments_ignores_what_is_not_a_simple_literal_binding() -> None:
     """Attributes, subscripts, bare annotations, augmented and nested assignments, starred or
-    mismatched unpacking and non-literal values are all ignored."""
+    mismatched unpacking and non-literal values are all ignored (and `total`, augmented,
+    is an accumulator, not a parameter)."""
     source = (
         "a, *b = 1, 2, 3\n"
         "(c, d) = (3, 4, 5)\n"
@@ -138,7 +145,7 @@ def test_literal_assignments_ignores_what_is_not_a_simple_literal_binding() -> N
         "for i in range(1):\n"
         "    looped = 12\n"
     )
-    assert literal_assignments(source) == [Param("total", 0, "literal")]
+    assert literal_assignments(source) == []
 
 
 def test_literal_assignments_chained_targets() -> None:
@@ -283,9 +290,11 @@ def test_literal_assignments_round_trip(pairs: list[tuple[str, object]]) -> None
         expected.pop(name, None)
         expected[name] = value
     found = literal_assignments(source)
-    assert [(p.name, p.value) for p in found] == list(expected.items())
-    for param, value in zip(found, expected.values(), strict=True):
-        assert type(param.value) is type(value)
+    assert [(p.name, p.value) for p in found] == [
+        (name, "<redacted>" if is_secret_name(name) else value) for name, value in expected.items()
+    ]
+    for param, (name, value) in zip(found, expected.items(), strict=True):
+        assert is_secret_name(name) or type(param.value) is type(value)
 
 
 @settings(max_examples=500, deadline=None)
@@ -322,3 +331,120 @@ def test_sources_with_code_values_are_never_run(payload: str) -> None:
     """Whatever is wrapped in a call, nothing is recorded for it (so nothing could run)."""
     source = f"x = __import__('os').system({payload!r})\n"
     assert literal_assignments(source) == []
+
+
+# -- what a parameter is (README: "Literal parameters") ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("acc = 0.0\nfor batch in batches:\n    acc += loss(batch)\n", "acc"),
+        ("total = 0\ntotal = total + 1\n", "total"),
+        ("mine = [1]\nfor x in xs:\n    mine.append(x)\n", "mine"),
+        ("seen = {'a'}\nseen.add('b')\n", "seen"),
+        ("cfg = {'lr': 0.1}\ncfg['lr'] = 0.2\n", "cfg"),
+        ("cfg = {'opt': {'lr': 0.1}}\ncfg['opt']['lr'] *= 2\n", "cfg"),
+        ("counts = {'a': 1}\ncounts.update(b=2)\n", "counts"),
+        ("best = None\nfor m in models:\n    if m.score > 0:\n        best = m\n", "best"),
+        ("i = 0\nfor i in range(3):\n    pass\n", "i"),
+        ("step = 0\nwhile step < 3:\n    step = step + 1\n", "step"),
+        ("n = 0\ndef bump():\n    global n\n    n += 1\n", "n"),
+        ("x = 5\ndel x\n", "x"),
+        ("mine = []\n", "mine"),
+        ("table = {}\n", "table"),
+        ("empty = ()\n", "empty"),
+        ("a, mine = 1, []\n", "mine"),
+    ],
+)
+def test_working_state_and_empty_initialisers_are_not_parameters(source: str, name: str) -> None:
+    """Accumulators (`acc += …`, `acc = acc + …`), names changed in place (`mine.append`,
+    `cfg[k] = …`), rebound in a loop or branch, or as a loop target, deleted, or assigned
+    through `global`, and empty containers, are the cell's working state: not parameters."""
+    assert name not in {p.name for p in literal_assignments(source)}
+
+
+def test_hyperparameters_stay_parameters_next_to_working_state() -> None:
+    """Zero, empty strings and non-empty containers are parameters when the cell does not
+    change them; a function's own local of the same name, or reading the name, changes
+    nothing."""
+    source = (
+        "seed = 0\n"
+        "prefix = ''\n"
+        "layers = [64, 128]\n"
+        "lr = 0.1\n"
+        "running = 0.0\n"
+        "def schedule(epoch):\n"
+        "    lr = 0.5 ** epoch\n"
+        "    return lr\n"
+        "for epoch in range(3):\n"
+        "    running += schedule(epoch) * lr * len(layers) + seed\n"
+    )
+    assert literal_assignments(source) == [
+        Param("seed", 0, "literal"),
+        Param("prefix", "", "literal"),
+        Param("layers", "[64, 128]", "literal"),
+        Param("lr", 0.1, "literal"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "kept"),
+    [
+        ('config = {"lr": 0.1, "db_password": "hunter2x"}', "'lr': 0.1"),
+        ('config = {"db": {"host": "h", "pw": "hunter2x"}}', "'host': 'h'"),
+        ('hosts = [{"name": "a", "token": "hunter2x"}]', "'name': 'a'"),
+        ('pair = ("bob", "Bearer hunter2xhunter2x")', "'bob'"),
+    ],
+)
+def test_credentials_inside_literal_containers_are_redacted(source: str, kept: str) -> None:
+    """A literal dict, list or tuple keeps its shape and its other values; what sits under
+    a credential's name, or is shaped like one, at any depth, is `<redacted>`."""
+    (param,) = literal_assignments(source)
+    assert isinstance(param.value, str)
+    assert "hunter2x" not in param.value and "<redacted>" in param.value
+    assert kept in param.value
+
+
+class _Plain:
+    pass
+
+
+class _Hostile:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.5, 0.5),
+        (None, None),
+        (object(), "<object object>"),
+        (_Plain(), f"<{__name__}._Plain object>"),
+        (_Plain.__init__, "<slot wrapper '__init__' of 'object' objects>"),
+        (len, "<built-in function len>"),
+        (lambda: 1, None),  # checked below: no address, whatever the name
+        ([object()], "[<object object>]"),
+        ({"user": "bob", "password": "hunter2x"}, "{'user': 'bob', 'password': '<redacted>'}"),
+        (_Hostile(), "<_Hostile>"),
+        (list(range(1000)), "<list>"),
+    ],
+)
+def test_param_text_never_holds_an_address(value: object, expected: object) -> None:
+    """What `log_param` stores for any value: scalars as they are, containers and objects as
+    text without memory addresses and without credentials, `<Type>` when too long or when
+    the repr fails."""
+    text = param_text(value)
+    if expected is not None or value is None:
+        assert text == expected
+    assert not isinstance(text, str) or " at 0x" not in text
+
+
+def test_make_param_strips_addresses_and_redacts_inside_text() -> None:
+    """Every parameter passes `make_param`: an address in an object's text is dropped, a
+    command line keeps all but its password."""
+    obj = make_param("model", "<__main__.Net object at 0x7f3a2c1d5e80>", "api")
+    assert obj.value == "<__main__.Net object>"
+    cmd = make_param("cmd", "mysql -u root -phunter2x db", "literal")
+    assert cmd.value == "mysql -u root -p<redacted> db"

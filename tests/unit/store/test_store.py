@@ -365,15 +365,24 @@ def closed_cell(run: CellRun) -> ClosedCell:
     )
 
 
-def slow_samples() -> SampleColumns:
-    columns = SampleColumns(capacity=10**6)
-    for i in range(500_000):
-        columns.append({"elapsed_s": i * 0.1, "v": 0.5})
-    return columns
+def test_flush_returns_only_after_earlier_lines_are_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once `flush()` returns True, every record queued before it is readable in the journal,
+    even while the writer is still busy with a record queued after it."""
+    from jupyter_prov4ml.store import writer as writer_module
 
+    # A %%provrun job whose series encoding waits for the test: the writer is held inside
+    # it, right after the flush marker, until the journal has been read.
+    encoding, release = threading.Event(), threading.Event()
+    encode = writer_module.encode_run_series
 
-def test_flush_returns_only_after_earlier_lines_are_on_disk(tmp_path: Path) -> None:
-    """Once `flush()` returns True, every record queued before it is readable in the journal."""
+    def held_encode(series: RunSeries) -> Any:
+        encoding.set()
+        release.wait(60)
+        return encode(series)
+
+    monkeypatch.setattr(writer_module, "encode_run_series", held_encode)
     store = Store(tmp_path / "store")
     writer = StoreWriter(store, session_info(), Notices(), period_s=60)
     writer.start()
@@ -383,10 +392,14 @@ def test_flush_returns_only_after_earlier_lines_are_on_disk(tmp_path: Path) -> N
         seen: dict[str, object] = {}
 
         def flush_and_read() -> None:
-            seen["flushed"] = writer.flush(timeout_s=30, session_document=False)
-            seen["state"] = read_journal(store.journal_path(SESSION))
+            try:
+                seen["flushed"] = writer.flush(timeout_s=30, session_document=False)
+                seen["writer busy after the marker"] = encoding.wait(30)
+                seen["state"] = read_journal(store.journal_path(SESSION))
+            finally:
+                release.set()
 
-        # Hold the writer so that the queue is [cell record, flush marker, a slow %%provrun
+        # Hold the writer so that the queue is [cell record, flush marker, a held %%provrun
         # job] when it drains: this makes the race deterministic.
         flusher = threading.Thread(target=flush_and_read)
         with writer._drain_lock:
@@ -394,12 +407,18 @@ def test_flush_returns_only_after_earlier_lines_are_on_disk(tmp_path: Path) -> N
             flusher.start()
             while not any(type(item).__name__ == "_FlushMarker" for item in writer._pending):
                 threading.Event().wait(0.001)
-            slow = make_run(run_id=f"{SESSION}-00009")
-            writer.submit_run(slow, RunSeries(samples=slow_samples()))
-        flusher.join(60)
+            held = make_run(run_id=f"{SESSION}-00009")
+            writer.submit_run(held, RunSeries(samples=SampleColumns()))
+        flusher.join(120)
         assert seen["flushed"] is True
+        assert seen["writer busy after the marker"] is True
         assert queued_first.run_id in seen["state"].closed  # type: ignore[attr-defined]
+        # ... while the run queued after it was still being written: its record is journaled
+        # when it is queued, but not yet with its files and document (no document path).
+        closed = seen["state"].closed  # type: ignore[attr-defined]
+        assert held.run_id not in closed or closed[held.run_id][1] is None
     finally:
+        release.set()
         writer.close(timeout_s=30)
 
 
