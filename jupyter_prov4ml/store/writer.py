@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import itertools
 import json
 import threading
@@ -35,7 +34,7 @@ from jupyter_prov4ml.capture.recorder import (
 )
 from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.notices import Notices
-from jupyter_prov4ml.records import CellRun, DataFile, SessionInfo
+from jupyter_prov4ml.records import CellRun, SessionInfo
 from jupyter_prov4ml.store.codec import (
     closed_cell_to_dict,
     encode_line,
@@ -48,7 +47,7 @@ from jupyter_prov4ml.store.files import atomic_write_bytes
 from jupyter_prov4ml.store.index_sync import IndexSync
 from jupyter_prov4ml.store.journal_file import JournalFile
 from jupyter_prov4ml.store.layout import Store
-from jupyter_prov4ml.store.series_files import encode_run_series, warm_up_series_files
+from jupyter_prov4ml.store.run_files import RunFiles, RunFilesWritten, RunJob
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -93,23 +92,13 @@ class _Opened(NamedTuple):
 
 
 @dataclasses.dataclass(slots=True)
-class _RunJob:
-    run: CellRun
-    series: RunSeries
-    future: Future[ProvDocument]
-    document: ProvDocument | None = None
-    encoded: bool = False
-
-
-@dataclasses.dataclass(slots=True)
 class _FlushMarker:
     done: threading.Event
     write_documents: bool
-    runs_before: int = 0  # how many runs had been submitted when the marker was queued
     written: bool = False  # everything queued before the marker reached the journal
 
 
-_Item = _Line | _Progress | _Opened | ClosedCell | _Announce | _FlushMarker
+_Item = _Line | _Progress | _Opened | ClosedCell | _Announce | RunFilesWritten | _FlushMarker
 # One write to the journal takes at most this many items' lines (or about this many bytes).
 _BATCH_ITEMS = 256
 _BATCH_BYTES = 1 << 20
@@ -139,13 +128,11 @@ class StoreWriter:
         self.period_s = period_s
         self.max_pending = max_pending
         self._pending: deque[_Item] = deque()
-        # Runs whose data files and documents are still to be made: the heavy lane, worked on
-        # after the light one, so a cell's close never waits behind a large run's files.
-        self._runs: deque[_RunJob] = deque()
+        # Runs whose data files and documents are still to be made: the heavy lane, on a
+        # thread of its own, so a cell's close never waits behind a large run's files.
+        self._files = RunFiles(store, session, notices, self._append, period_s)
         # The plain cell running now (set by `opened`), journaled as open once it runs long.
         self._running: OpenWindow | None = None
-        self._runs_submitted = 0
-        self._runs_done = 0
         # Closes queued (main thread) and settled (written, or dropped), so the next cell can
         # make sure the last one's close is written before it runs (`wait_for_closes`).
         self._closes_queued = 0
@@ -167,10 +154,6 @@ class StoreWriter:
         self._journal_begun = False
         self._resumed = resumed
         self._recover = recover
-        # Whether what saving a run imports (pyarrow, and pandas through it; prov) is loaded:
-        # done in this thread while a run runs, because at interpreter exit imports fail.
-        self._warm = False
-        self._warm_wanted = False
         # Held while the session lives, so `recovery` can tell a dead kernel from a busy one.
         self._lock: SessionLock | None = None
         if not resumed:
@@ -183,6 +166,7 @@ class StoreWriter:
             target=self._run, name="jupyter-prov4ml-writer", daemon=True
         )
         self._thread.start()
+        self._files.start()
 
     def opened(self, window: OpenWindow, kind: str, details: dict[str, Any] | None = None) -> None:
         """A cell started; `details` (JSON-ready) is what recovery would need beyond it.
@@ -194,14 +178,11 @@ class StoreWriter:
             self._running = window
             return
         self._append(_Opened(window, kind, details))
-        if not self._warm:
-            self._wake.set()  # warm up while the run runs, not when it ends
+        self._files.prepare()  # while the run runs, not when it ends
 
     def prepare_for_runs(self) -> None:
         """A run is coming (the API was used): import what saving it needs, now."""
-        if not self._warm:
-            self._warm_wanted = True
-            self._wake.set()
+        self._files.prepare()
 
     def progress(self, piece: ProgressSlice) -> None:
         """A running `%%provrun`'s progress (from the sampler thread): journaled now, so a
@@ -219,11 +200,10 @@ class StoreWriter:
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[ProvDocument]:
         """Queue a run: its record is journaled at once (without data files), then its data
         files and document, and its record again with them. The future gives the document."""
-        job = _RunJob(run, series, Future())
+        job = RunJob(run, series, Future())
         self._closes_queued += 1
         self._append(_Announce(run))
-        self._runs.append(job)
-        self._runs_submitted += 1
+        self._files.submit(job)
         self._wake.set()
         return job.future
 
@@ -245,18 +225,20 @@ class StoreWriter:
         """Write everything queued so far (and a PROV document of the plain cells not yet in
         one). False when that could not be done now (the store is unwritable: see
         `pending_count`) or did not finish within `timeout_s`."""
-        marker = _FlushMarker(threading.Event(), session_document, self._runs_submitted)
-        self._append(marker)
+        marker = _FlushMarker(threading.Event(), session_document)
+        # Through the runs' lane first: it reaches the journal after the runs queued before it.
+        self._files.pass_along(marker)
+        if not self._files.running:
+            self._files.work()
         if self._thread is None or not self._thread.is_alive():
             self._drain()
-        else:
-            self._wake.set()
         return marker.done.wait(timeout_s) and marker.written
 
     def close(self, timeout_s: float = 10.0) -> bool:
         """Flush, stop the thread and close the journal. False when records are left unwritten
         (`pending_count` says how many)."""
         flushed = self.flush(timeout_s)
+        self._files.stop(timeout_s)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -276,10 +258,12 @@ class StoreWriter:
     def pending_count(self) -> int:
         """Records queued and not yet written (flush markers aside)."""
         queued = sum(not isinstance(item, _FlushMarker) for item in list(self._pending))
-        return queued + len(self._runs)
+        return queued + len(self._files)
 
     def _append(self, item: _Item) -> None:
         self._pending.append(item)
+        if isinstance(item, _FlushMarker | RunFilesWritten):
+            self._wake.set()
         if len(self._pending) > self.max_pending:
             with self._queue_lock:
                 self._drop_oldest()
@@ -345,12 +329,9 @@ class StoreWriter:
 
     def _drain(self) -> None:
         with self._drain_lock:
-            if not self._warm and (self._warm_wanted or self._run_coming()):
-                self._warm_up()
             try:
                 self._journal_long_running_cell()
                 self._write_pending()
-                self._work_runs(light_between=True)
                 self._sync_index(force=False)
             except OSError as error:
                 self._on_failure(error)
@@ -359,23 +340,6 @@ class StoreWriter:
                 self._failing = False
                 self.notices.reset(_NOTICE_KEY)
                 self.notices.warn("store-recovered", f"store {self.store.root} is writable again")
-
-    def _run_coming(self) -> bool:
-        return bool(self._runs) or any(
-            isinstance(item, _Opened) and item.kind != "cell" for item in list(self._pending)
-        )
-
-    def _warm_up(self) -> None:
-        """Save a one-point run into memory: every lazy import on the path that saves runs
-        happens now, so none is left for the exit path."""
-        self._warm = True
-        try:
-            warm_up_series_files()
-            from jupyter_prov4ml import provmodel
-
-            provmodel.serialize(provmodel.session_document([], self.session))
-        except Exception as error:  # noqa: BLE001 - the run is saved later all the same
-            self.notices.warn("warm-up", f"could not prepare to save runs ({error!r})")
 
     def _journal_long_running_cell(self) -> None:
         """The open line of the plain cell running now, once it has run a writer period."""
@@ -478,10 +442,8 @@ class StoreWriter:
             "recording from now on into new ones",
         )
 
-    def _given_up(self, item: _Item | _RunJob, error: Exception) -> _Done:
+    def _given_up(self, item: _Item, error: Exception) -> _Done:
         def done() -> None:
-            if isinstance(item, _RunJob) and not item.future.done():
-                item.future.set_exception(error)
             if isinstance(item, _FlushMarker):
                 item.done.set()
             self.notices.warn("writer-bug", f"could not save a record ({error!r}); it was skipped")
@@ -529,6 +491,11 @@ class StoreWriter:
             payload = self._cell_payload(item)
             line = encode_line("close", {"run": payload})
             return [line], lambda: self._cell_written(item, payload, line)
+        if isinstance(item, RunFilesWritten):
+            record = run_to_dict(item.run)
+            line = encode_line("close", {"run": record, "prov_path": item.prov_path})
+            session_id, relpath = self.session.session_id, item.prov_path
+            return [line], lambda: self._index.batch().add_close(session_id, record, relpath, line)
         if isinstance(item, _Announce):
             record = run_to_dict(item.run)
             line = encode_line("close", {"run": record})
@@ -567,7 +534,6 @@ class StoreWriter:
         """Everything queued before the marker is in the journal: write the cells' document
         if asked, index what came before (whoever waits may list runs next), and say so."""
         try:
-            self._work_runs(light_between=False, until=marker.runs_before)
             if marker.write_documents and self._undocumented:
                 self._write_cells_document()
             self._sync_index(force=True)
@@ -610,65 +576,6 @@ class StoreWriter:
         self._index.batch().add_document(relpath, run_ids)
         self._documents_written += 1
         self._undocumented = []
-
-    def _work_runs(self, light_between: bool, until: int | None = None) -> None:
-        """The heavy lane, oldest run first (`until`: only until that many runs are done);
-        OSError leaves the run queued for a retry."""
-        while self._runs and (until is None or self._runs_done < until):
-            job = self._runs[0]
-            try:
-                self._write_run(job)
-            except OSError:
-                raise
-            # A run we cannot encode is our bug, not the store's: its record (journaled when
-            # it was queued) stays; say so once and go on.
-            except Exception as error:  # noqa: BLE001
-                self._given_up(job, error)()
-            self._runs.popleft()
-            self._runs_done += 1
-            if light_between:
-                self._write_pending()  # cells that closed meanwhile go first
-
-    def _write_run(self, job: _RunJob) -> None:
-        """A run's data files, document and full record (the heavy lane); OSError: retried."""
-        lines, done = self._run_lines(job)
-        self._journal_for(lines[0]).append(lines)
-        done()
-
-    def _run_lines(self, job: _RunJob) -> tuple[list[str], _Done]:
-        from jupyter_prov4ml import provmodel
-
-        run = job.run
-        if not job.encoded:
-            try:
-                encoded, fields = encode_run_series(job.series)
-            except Exception as error:  # noqa: BLE001 - the record is worth saving without them
-                self.notices.warn("series", f"a run's data files could not be made ({error!r})")
-                encoded, fields = [], {}
-            data_files = tuple(self._data_file(run, role, data) for role, data in encoded)
-            run = job.run = dataclasses.replace(run, data_files=data_files, **fields)
-            job.encoded = True
-        if job.document is None:
-            job.document = provmodel.run_document(run, self.session)
-            job.future.set_result(job.document)
-        path = self.store.run_path(run, ".prov.json")
-        data = provmodel.serialize(job.document).encode("utf-8")
-        atomic_write_bytes(path, data, self.store.modes)
-        record, relpath = run_to_dict(run), self.store.relpath(path)
-        line = encode_line("close", {"run": record, "prov_path": relpath})
-        session_id = self.session.session_id
-        return [line], lambda: self._index.batch().add_close(session_id, record, relpath, line)
-
-    def _data_file(self, run: CellRun, role: str, data: bytes) -> DataFile:
-        path = self.store.run_path(run, f".{role}.parquet")
-        atomic_write_bytes(path, data, self.store.modes)
-        return DataFile(
-            role=role,
-            relpath=self.store.relpath(path),
-            sha256=hashlib.sha256(data).hexdigest(),
-            size_bytes=len(data),
-            media_type="application/vnd.apache.parquet",
-        )
 
     def _open_journal(self, starts_with_session: bool) -> None:
         self._claim_session()

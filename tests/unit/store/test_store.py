@@ -370,19 +370,19 @@ def test_flush_returns_only_after_earlier_lines_are_on_disk(
 ) -> None:
     """Once `flush()` returns True, every record queued before it is readable in the journal,
     even while the writer is still busy with a record queued after it."""
-    from jupyter_prov4ml.store import writer as writer_module
+    from jupyter_prov4ml.store import run_files as run_files_module
 
     # A %%provrun job whose series encoding waits for the test: the writer is held inside
     # it, right after the flush marker, until the journal has been read.
     encoding, release = threading.Event(), threading.Event()
-    encode = writer_module.encode_run_series
+    encode = run_files_module.encode_run_series
 
     def held_encode(series: RunSeries) -> Any:
         encoding.set()
         release.wait(60)
         return encode(series)
 
-    monkeypatch.setattr(writer_module, "encode_run_series", held_encode)
+    monkeypatch.setattr(run_files_module, "encode_run_series", held_encode)
     store = Store(tmp_path / "store")
     writer = StoreWriter(store, session_info(), Notices(), period_s=60)
     writer.start()

@@ -125,6 +125,7 @@ def test_disk_full_holds_records_and_writes_them_later(
     back everything is written: journal, data files and the run's document."""
     import errno
 
+    from jupyter_prov4ml.store import run_files as run_files_module
     from jupyter_prov4ml.store import writer as writer_module
 
     def full(*args: object, **kwargs: object) -> Any:
@@ -135,7 +136,8 @@ def test_disk_full_holds_records_and_writes_them_later(
     ext.writer._journal.close()  # as if the next write is the first since the disk filled
     ext.writer._journal = None
     monkeypatch.setattr(writer_module, "JournalFile", full)
-    monkeypatch.setattr(writer_module, "atomic_write_bytes", full)
+    monkeypatch.setattr(writer_module, "atomic_write_bytes", full)  # cells' documents
+    monkeypatch.setattr(run_files_module, "atomic_write_bytes", full)  # runs' files
     cells = [
         "a = 1",
         "%%provrun --no-graph\nfrom jupyter_prov4ml import log_metric\n"
