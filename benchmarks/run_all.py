@@ -3,7 +3,7 @@
 Exits 0 even when a target is missed (this is a report; FAIL rows say so), and a benchmark
 that cannot run at all is reported as an ERROR line while the others still run.
 
-Usage: `python benchmarks/run_all.py [--verbose]` (`make bench`); about 7 minutes.
+Usage: `python benchmarks/run_all.py [--verbose]` (`make bench`); about 8 minutes.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_codec
 import bench_dataflow
 import bench_hooks
 import bench_index
+import bench_kernel_cells
 import bench_lineage
 import bench_long_run
 import bench_long_session
@@ -40,6 +42,8 @@ def main(argv: list[str]) -> int:
     benchmarks: list[tuple[str, Callable[[], list[Result]]]] = [
         ("bench_startup", lambda: bench_startup.main(verbose=verbose)),
         ("bench_hooks", bench_hooks.main),
+        ("bench_codec", bench_codec.main),
+        ("bench_kernel_cells", bench_kernel_cells.main),
         ("bench_provrun", bench_provrun.main),
         ("bench_index", bench_index.main),
         ("bench_metrics", bench_metrics.main),

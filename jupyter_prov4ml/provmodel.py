@@ -7,6 +7,7 @@ document is ~12× slower than plain dicts).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from jupyter_prov4ml.records import (
     SeriesSummary,
     SessionInfo,
 )
+from jupyter_prov4ml.redaction import redact_json
 
 NS_PREFIX = "p4m"
 NS_URI = "https://w3id.org/jupyter-prov4ml/ns#"
@@ -298,6 +300,13 @@ def session_document(runs: Iterable[CellRun], info: SessionInfo | None) -> ProvD
     for run in runs:
         builder.run(run, info)
     return builder.doc
+
+
+def redacted_document(doc: ProvDocument) -> ProvDocument:
+    """`doc` with every string passed through redaction once more: what leaves the kernel in
+    an export is redacted whatever store (or version of us) it was read from."""
+    data = redact_json(json.loads(serialize(doc)))
+    return ProvDocument.deserialize(content=json.dumps(data), format="json")
 
 
 def serialize(doc: ProvDocument, fmt: str = "json") -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from jupyter_prov4ml.capture.loops import LoopTracker, RawStep
 from jupyter_prov4ml.capture.metrics import MetricLog
-from jupyter_prov4ml.capture.params import make_param, scalar_or_none
+from jupyter_prov4ml.capture.params import make_param, param_text
 from jupyter_prov4ml.hardware.energy import estimate_cpu_energy_j, gpu_window_energy
 from jupyter_prov4ml.hardware.sampler import SampleColumns
 from jupyter_prov4ml.identity import file_sha256
@@ -49,16 +49,7 @@ class RunCapture:
             name = str.__str__(name)  # a subclass's own methods may raise
         if not isinstance(name, str) or not name:
             raise ValueError(f"a parameter name must be a non-empty string, got {name!r:.60}")
-        try:
-            scalar = scalar_or_none(value)
-            if scalar is None and value is not None:
-                text = repr(value)
-                scalar = text if len(text) <= 200 else f"<{type(value).__name__}>"
-        # The value's own methods (__repr__, __len__ ...) may raise, and an int of 5,000 digits
-        # refuses to print: the parameter is kept, as its type's name.
-        except Exception:  # noqa: BLE001
-            scalar = f"<{type(value).__name__}>"
-        self.params.append(make_param(name, scalar, "api"))
+        self.params.append(make_param(name, param_text(value), "api"))
 
     def log_artifact(self, path: Path, name: str | None, copied: Path | None) -> Artifact:
         """Identify `path` by content now (what it holds when logged is what the run made);

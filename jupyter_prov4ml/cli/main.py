@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jupyter_prov4ml.notices import brief
+from jupyter_prov4ml.redaction import redact_text
 from jupyter_prov4ml.settings import Settings, resolve_store_root
 from jupyter_prov4ml.store.files import write_private
 from jupyter_prov4ml.store.guard import store_problems
@@ -194,12 +195,12 @@ def _document(stored: StoredRun) -> Any:
     from jupyter_prov4ml import provmodel
 
     try:
-        return stored.document()
+        return provmodel.redacted_document(stored.document())
     # `prov` and `json` parse whatever bytes the file holds now, and fail in many ways.
     except Exception as error:  # noqa: BLE001
         failure = error
     try:
-        document = provmodel.run_document(stored.run, stored.session)
+        document = provmodel.redacted_document(provmodel.run_document(stored.run, stored.session))
     except Exception:  # noqa: BLE001 - the record itself is damaged too
         raise RunError(f"run {stored.run.run_id} cannot be exported ({brief(failure)})") from None
     print(
@@ -257,7 +258,8 @@ def _metrics_csv(store: Store, stored: StoredRun) -> str:
                 )
                 continue
             for row in zip(*columns.values(), strict=True):
-                writer.writerow([row[0], row[1], row[2], repr(row[3]), repr(row[4])])
+                name, context = redact_text(str(row[0])), redact_text(str(row[1]))
+                writer.writerow([name, context, row[2], repr(row[3]), repr(row[4])])
     return out.getvalue()
 
 
@@ -323,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--notebook",
-        help="rocrate: the executed notebook to include (default: the one the run names)",
+        help="rocrate: a notebook to add (read now, redacted, outputs left out); the crate "
+        "always holds the cells as the store recorded them",
     )
     export.set_defaults(func=cmd_export)
     return parser

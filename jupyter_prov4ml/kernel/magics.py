@@ -29,13 +29,24 @@ NOTEBOOK_LIST_LIMIT = 200
 # the square of the line's length (2.5 s for 10,000 characters here, minutes for 100,000):
 # `%%provrun` expands its line itself, and only lines up to this long.
 MAX_EXPANDED_LINE_CHARS = 2_000
+# IPython's argument splitting (shlex) takes time growing with the square of one argument's
+# length (0.13-0.23 s at 100,000 characters, ~2 s at 400,000): longer lines are refused.
+MAX_LINE_CHARS = 10_000
 # The frame IPython expands a cell magic's line in (its `run_cell_magic` uses depth 2), seen
 # from inside the magic, one call further down.
 _EXPANSION_DEPTH = 3
+# The same for a line magic (IPython's `run_line_magic` has one frame fewer).
+_LINE_EXPANSION_DEPTH = 2
 
 
 def parsed_line(magic: Any, line: str) -> Any:
-    """The magic's arguments; an unbalanced quote is a UsageError like any other bad line."""
+    """The magic's arguments; an unbalanced quote, or a line too long to parse in bounded
+    time, is a UsageError like any other bad line."""
+    if len(line) > MAX_LINE_CHARS:
+        raise UsageError(
+            f"the magic's line is {len(line):,} characters, more than {MAX_LINE_CHARS:,}; "
+            "log long values from the cell instead (jupyter_prov4ml.log_param)"
+        )
     try:
         return parse_argstring(magic, line)
     except ValueError as error:  # shlex: "No closing quotation", "No escaped character"
@@ -133,10 +144,13 @@ class ProvMagics(Magics):
         action="store_true",
         help=f"list every run (default: the newest {NOTEBOOK_LIST_LIMIT})",
     )
+    @no_var_expand
     @line_magic
     def prov(self, line: str) -> Any:
         """Browse and manage provenance: status, list, show RUN, diff A B, stale, graph, flush,
         config."""
+        if ("$" in line or "{" in line) and len(line) <= MAX_EXPANDED_LINE_CHARS:
+            line = self.extension.shell.var_expand(line, _LINE_EXPANSION_DEPTH)
         args = parsed_line(self.prov, line)
         ext = self.extension
         if args.command == "status":

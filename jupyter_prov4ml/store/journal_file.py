@@ -27,7 +27,9 @@ class JournalFile:
         self.path = path
         self._fd = open_store_file(path, os.O_RDWR | os.O_APPEND, modes)
         try:
-            self.size = os.fstat(self._fd).st_size
+            opened = os.fstat(self._fd)
+            self.size = opened.st_size
+            self._identity = (opened.st_ino, opened.st_dev)
             if self.size and os.pread(self._fd, 1, self.size - 1) != b"\n":
                 self.append(["\n"])
         except BaseException:
@@ -38,7 +40,8 @@ class JournalFile:
     def removed(self) -> bool:
         """True when `path` no longer names our file (the store was removed under us)."""
         try:
-            return not os.path.samestat(os.fstat(self._fd), os.stat(self.path))
+            found = os.stat(self.path)  # one call: our own file's identity is kept
+            return (found.st_ino, found.st_dev) != self._identity
         except FileNotFoundError:
             return True
         except OSError:

@@ -116,3 +116,26 @@ def test_track_never_calls_a_python_len(loaded: Any, store_dir: Path, sized: str
     assert loaded.user_ns["seen"] == [0, 1, 2]
     run = _provruns(loaded, store_dir)[-1]
     assert run["loops"] == [{"loop": "epoch", "steps": 3, "completed": 3, "length": None}]
+
+
+@pytest.mark.parametrize("magic", ["%%provrun", "%prov list --name"])
+def test_a_huge_magic_line_is_refused_before_it_is_split(
+    loaded: Any, monkeypatch: pytest.MonkeyPatch, magic: str
+) -> None:
+    """A 1,000,000-character magic line is a UsageError that names the limit, decided before
+    the line reaches IPython's argument splitter (whose time grows with its square)."""
+    from IPython.core import magic_arguments
+
+    split: list[int] = []
+    real = magic_arguments.parse_argstring
+    monkeypatch.setattr(
+        magic_arguments, "parse_argstring", lambda f, s: split.append(len(s)) or real(f, s)
+    )
+    from jupyter_prov4ml.kernel import magics
+
+    monkeypatch.setattr(magics, "parse_argstring", magic_arguments.parse_argstring)
+    line = f"{magic} {'n' * 1_000_000}"
+    result = loaded.run_cell(f"{line}\nx = 1" if magic.startswith("%%") else line)
+    assert type(result.error_in_exec).__name__ == "UsageError"
+    assert "10,000" in str(result.error_in_exec)
+    assert split == []
