@@ -177,6 +177,7 @@ class StoreWriter:
         if kind == "cell":
             self._running = window
             return
+        window.open_journaled = True  # this open line (with its details) is the one
         self._append(_Opened(window, kind, details))
         self._files.prepare()  # while the run runs, not when it ends
 

@@ -262,3 +262,25 @@ def test_a_large_run_on_a_nearly_full_disk_is_written_once_space_is_back(
     back = progress.metrics.series[("loss", "training")]
     assert back.steps == array("q", range(300_000))
     assert back.values == series.series[("loss", "training")].values
+
+
+def test_a_long_provrun_keeps_its_own_open_line(tmp_path: Path) -> None:
+    """A %%provrun cell that runs past the writer's period: the journal's open line for it
+    stays the %%provrun's (kind, name, parameters), never replaced by a plain cell's open
+    line, so recovery after a kill finalises it as the run it was."""
+    store = Store(tmp_path / "store")
+    writer = StoreWriter(store, SESSION, Notices(), period_s=0.2)
+    writer.start()
+    try:
+        window = OpenWindow("s1-00001", "%%provrun\nwork()", "ab" * 32, "c1", time.time(), 0, 0)
+        writer.opened(window, "cell")
+        writer.opened(window, "provrun", {"name": "long", "params": []})
+        assert writer.flush()  # the run's open line, written before the cell is "long"
+        while time.time() - window.started_unix_s < 2 * writer.period_s:
+            time.sleep(0.05)  # the cell is now older than the writer's period
+        assert writer.flush()
+        state = read_journal(store.journal_path(SESSION.session_id), with_progress=True)
+        assert state.open["s1-00001"]["kind"] == "provrun"
+        assert state.open["s1-00001"]["name"] == "long"
+    finally:
+        writer.close()
