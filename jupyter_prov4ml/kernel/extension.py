@@ -309,9 +309,9 @@ class ProvExtension:
 
     def pre_run_cell(self, info: Any) -> None:
         try:
-            # The last cell's close is written before this cell runs (and shows output): a
-            # kernel killed between cells loses none. Normally already done; a busy writer
-            # (a large run's files) gets a bounded wait, never a noticeable one.
+            # A finished run's record is written before the next cell runs (and shows output):
+            # a kernel killed right after a run the user saw end `ok` keeps it `ok`. Normally
+            # already done (the writer is woken when a run ends); the wait is bounded.
             self.writer.wait_for_closes(CLOSE_WAIT_S)
             self.recorder.begin(info)
             self._begin_ok = True

@@ -133,8 +133,8 @@ class StoreWriter:
         self._files = RunFiles(store, session, notices, self._append, period_s)
         # The plain cell running now (set by `opened`), journaled as open once it runs long.
         self._running: OpenWindow | None = None
-        # Closes queued (main thread) and settled (written, or dropped), so the next cell can
-        # make sure the last one's close is written before it runs (`wait_for_closes`).
+        # Runs' closes queued (main thread) and settled (written), so the next cell can make
+        # sure a finished run's record is written before it runs (`wait_for_closes`).
         self._closes_queued = 0
         self._closes_settled = 0
         self._settled = threading.Condition()
@@ -192,11 +192,10 @@ class StoreWriter:
         self._wake.set()
 
     def closed_cell(self, cell: ClosedCell) -> None:
-        """A plain cell ended: its close is written now (the writer is woken), not at the next
-        period, so a kernel killed between cells loses none (see `wait_for_closes`)."""
-        self._closes_queued += 1
+        """A plain cell ended: its close is written at the writer's next period (waking the
+        writer for every cell would double a trivial cell's cost: a kill loses at most the
+        plain cells of the last period, as the README says)."""
         self._append(cell)
-        self._wake.set()
 
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[ProvDocument]:
         """Queue a run: its record is journaled at once (without data files), then its data
@@ -209,8 +208,8 @@ class StoreWriter:
         return job.future
 
     def wait_for_closes(self, timeout_s: float) -> bool:
-        """Wait (at most `timeout_s`) until every close queued so far is written; True at once
-        when it is, and without waiting while the store cannot be written."""
+        """Wait (at most `timeout_s`) until every run's record queued so far is written; True
+        at once when it is, and without waiting while the store cannot be written."""
         queued = self._closes_queued
         if self._closes_settled >= queued or self._failing:
             return self._closes_settled >= queued
@@ -285,8 +284,6 @@ class StoreWriter:
         for index, item in enumerate(self._pending):
             if index and isinstance(item, _Opened | ClosedCell):
                 del self._pending[index]
-                if isinstance(item, ClosedCell):
-                    self._settle(1)
                 self.notices.warn(
                     "store-dropped",
                     "store unwritable for long; dropping the oldest cell records "
@@ -412,7 +409,7 @@ class StoreWriter:
                 else:  # not expected: only `_drop_oldest` removes, and never the front
                     with contextlib.suppress(ValueError):
                         self._pending.remove(item)
-        closes = sum(isinstance(item, ClosedCell | _Announce) for item in written)
+        closes = sum(isinstance(item, _Announce) for item in written)
         if closes:
             self._settle(closes)
 

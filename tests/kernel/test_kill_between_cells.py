@@ -1,6 +1,7 @@
-"""A kill between cells loses nothing the user saw finish: a cell's close (a plain cell's, or
-a large `%%provrun`'s record) is written before the next cell runs, so a kernel SIGKILLed by
-the very next cell still lists them `ok`, not `crashed` or missing."""
+"""A kill between cells: a `%%provrun` the user saw end is written before the next cell runs
+(a kernel SIGKILLed by the very next cell lists it `ok`, not `crashed`, even while its 200,000
+points are still being saved), and plain cells older than the writer's period (0.5 s, the
+README's bound) are all kept."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def test_the_cells_before_a_kill_are_all_ok(tmp_path: Path, kernels: Any, repeat
     kernel.execute("%load_ext jupyter_prov4ml")
     for i in range(5):
         kernel.execute(f"cell_{i} = {i}")
+    kernel.execute("import time; time.sleep(1.5)")  # the writer's period passes (a clock)
     kernel.execute(LARGE_RUN)
     kernel.execute("after_the_run = 1")
     kernel.client.execute(SUICIDE)  # the next cell kills the kernel at once
@@ -43,4 +45,4 @@ def test_the_cells_before_a_kill_are_all_ok(tmp_path: Path, kernels: Any, repeat
     by_name = {row["name"]: row for row in rows if row["name"]}
     assert by_name["large"]["status"] == "ok", by_name["large"]
     plain = [row for row in rows if row["kind"] == "cell" and row["status"] == "ok"]
-    assert len(plain) >= 6, rows  # cell_0 .. cell_4 and after_the_run
+    assert len(plain) >= 5, rows  # cell_0 .. cell_4, older than the writer's period
