@@ -117,7 +117,8 @@ class RunFiles:
         """Make the queued runs' files (this thread, or inline when it is not running).
         A run whose files cannot be written now (the store) waits for the next try."""
         with self._lock:
-            if not self._warm and (self._warm_wanted or self._queue):
+            # Only for a run: a flush marker passing through must not import pyarrow.
+            if not self._warm and (self._warm_wanted or len(self)):
                 self._warm_up()
             while self._queue:
                 item = self._queue[0]

@@ -368,13 +368,9 @@ class StoreWriter:
             lines: list[str] = []
             after: list[_Done] = []
             size = 0
-            failure: OSError | None = None
             for item in list(itertools.islice(self._pending, batch_items)):
                 try:
                     item_lines, done = self._lines_of(item)
-                except OSError as error:  # a data file could not be written: retry later
-                    failure = error
-                    break
                 # A record we cannot encode is our bug, not the store's: drop that one
                 # record, say so once, and keep writing the others.
                 except Exception as error:  # noqa: BLE001
@@ -398,8 +394,6 @@ class StoreWriter:
             self._dequeue(taken)
             for done in after:
                 done()
-            if failure is not None:
-                raise failure
 
     def _dequeue(self, written: list[_Item]) -> None:
         with self._queue_lock:
@@ -471,9 +465,8 @@ class StoreWriter:
         )
 
     def _lines_of(self, item: _Item) -> tuple[list[str], _Done]:
-        """The journal lines of one item, and what to do once they are written. Raises
-        OSError when a file the item needs first (data files, its PROV document) cannot be
-        written; then nothing of it is journaled, and it is tried again later."""
+        """The journal lines of one item (encoding only: runs' files are made in `RunFiles`),
+        and what to do once they are written."""
         if isinstance(item, _Line):
             line = encode_line(item.event, item.payload)
             if item.event == "session":
@@ -490,16 +483,18 @@ class StoreWriter:
             line = encode_line("close", {"run": payload})
             return [line], lambda: self._cell_written(item, payload, line)
         if isinstance(item, RunFilesWritten):
-            record = run_to_dict(item.run)
-            line = encode_line("close", {"run": record, "prov_path": item.prov_path})
-            session_id, relpath = self.session.session_id, item.prov_path
-            return [line], lambda: self._index.batch().add_close(session_id, record, relpath, line)
+            return self._run_close(item.run, item.prov_path)
         if isinstance(item, _Announce):
-            record = run_to_dict(item.run)
-            line = encode_line("close", {"run": record})
-            session_id = self.session.session_id
-            return [line], lambda: self._index.batch().add_close(session_id, record, None, line)
+            return self._run_close(item.run, None)
         return [], lambda: self._marker_reached(item)
+
+    def _run_close(self, run: CellRun, prov_path: str | None) -> tuple[list[str], _Done]:
+        """A run's record: when it ends (no document yet), and again once its files are."""
+        record = run_to_dict(run)
+        payload = {"run": record} if prov_path is None else {"run": record, "prov_path": prov_path}
+        line = encode_line("close", payload)
+        session_id = self.session.session_id
+        return [line], lambda: self._index.batch().add_close(session_id, record, prov_path, line)
 
     def _open_lines(self, item: _Opened) -> list[str]:
         window = item.window
