@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from functools import cache, partial
@@ -229,3 +230,37 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=600,
         check=False,
     )
+
+
+# A session id and a store with one closed %%provrun (with a metrics file) that tests tamper
+# with as a copied store might be.
+STORED_SESSION_ID = "20260101T000000-abcdef"
+
+
+def stored_session(session_id: str = STORED_SESSION_ID) -> Any:
+    from jupyter_prov4ml.records import SessionInfo
+
+    return SessionInfo(session_id, "u", time.time(), (), "h", "p", "cpu", 2, 1)
+
+
+def store_with_a_run(root: Path, name: str | None = None) -> tuple[Any, str]:
+    """A store written by a real writer, holding one closed run with a metrics file; the
+    store and the run's id."""
+    from jupyter_prov4ml.capture.metrics import MetricLog
+    from jupyter_prov4ml.capture.recorder import OpenWindow, build_run
+    from jupyter_prov4ml.capture.run_capture import RunSeries
+    from jupyter_prov4ml.notices import Notices
+    from jupyter_prov4ml.store.layout import Store
+    from jupyter_prov4ml.store.writer import StoreWriter
+
+    store = Store(root)
+    writer = StoreWriter(store, stored_session(), Notices())
+    writer.start()
+    run_id = f"{STORED_SESSION_ID}-00001"
+    window = OpenWindow(run_id, "x = 1", "ab" * 32, None, time.time(), 0, 0)
+    metrics = MetricLog(0)
+    metrics.log("loss", 0.5, 0, "training")
+    run = build_run(STORED_SESSION_ID, None, window, 10**9, 0, "provrun", "ok", None, 1, name=name)
+    writer.submit_run(run, RunSeries(metrics))
+    assert writer.close()
+    return store, run.run_id

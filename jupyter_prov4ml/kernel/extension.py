@@ -92,12 +92,7 @@ class ProvExtension:
             notebook_path=self.notebook_path,
             environment=captured_environment(environ),
         )
-        self.store = Store(
-            self._safe_root(self.settings.store_root, environ),
-            self.settings.store_modes,
-            self._store_damaged,
-        )
-        self.writer = StoreWriter(self.store, self.session, self.notices, recover=recover_store)
+        self.store, self.writer = self._open_store(self.settings.store_root, environ)
         self.recorder = Recorder(
             self.session.session_id,
             self.writer,
@@ -183,6 +178,14 @@ class ProvExtension:
         self.meter = EnergyMeter(self.gpu, self.meter.rapl, config)
         self.recorder.energy_config = config
 
+    def _open_store(self, root: Path, environ: Mapping[str, str]) -> tuple[Store, StoreWriter]:
+        """The store at `root` (or the user's private one, when `root` is not safe to record
+        into) and a writer for this session into it (not started)."""
+        store = Store(
+            self._safe_root(root, environ), self.settings.store_modes, self._store_damaged
+        )
+        return store, StoreWriter(store, self.session, self.notices, recover=recover_store)
+
     def _safe_root(self, root: Path, environ: Mapping[str, str]) -> Path:
         """`root`, or the user's private store when `root` is not safe to record into."""
         problems = store_problems(root, self.settings.store_modes)
@@ -202,8 +205,7 @@ class ProvExtension:
     def set_store(self, root: Path) -> None:
         """Switch to another store: what is pending goes to the old one first."""
         self.writer.close()
-        self.store = Store(self._safe_root(root, os.environ), self.store.modes, self._store_damaged)
-        self.writer = StoreWriter(self.store, self.session, self.notices, recover=recover_store)
+        self.store, self.writer = self._open_store(root, os.environ)
         self.recorder.rebind(self.writer)
         self.writer.start()
 

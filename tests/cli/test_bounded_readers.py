@@ -7,36 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import cli
-from jupyter_prov4ml.capture.metrics import MetricLog
-from jupyter_prov4ml.capture.recorder import OpenWindow, build_run
-from jupyter_prov4ml.capture.run_capture import RunSeries
-from jupyter_prov4ml.notices import Notices
-from jupyter_prov4ml.records import SessionInfo
-from jupyter_prov4ml.store.layout import Store
-from jupyter_prov4ml.store.writer import StoreWriter
-
-SESSION_ID = "20260101T000000-abcdef"
-
-
-def _store_with_a_run(root: Path, name: str | None = None) -> tuple[Store, str]:
-    store = Store(root)
-    session = SessionInfo(SESSION_ID, "u", time.time(), (), "h", "p", "cpu", 2, 1)
-    writer = StoreWriter(store, session, Notices())
-    writer.start()
-    window = OpenWindow(f"{SESSION_ID}-00001", "x = 1", "ab" * 32, None, time.time(), 0, 0)
-    metrics = MetricLog(0)
-    metrics.log("loss", 0.5, 0, "training")
-    run = build_run(SESSION_ID, None, window, 10**9, 0, "provrun", "ok", None, 1, name=name)
-    writer.submit_run(run, RunSeries(metrics))
-    assert writer.close()
-    return store, run.run_id
+from conftest import cli, store_with_a_run
 
 
 def test_a_data_file_claiming_60m_rows_is_refused_before_reading(tmp_path: Path) -> None:
@@ -45,7 +21,7 @@ def test_a_data_file_claiming_60m_rows_is_refused_before_reading(tmp_path: Path)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    store, run_id = _store_with_a_run(tmp_path / "store")
+    store, run_id = store_with_a_run(tmp_path / "store")
     metrics = next(store.root.glob("sessions/*/runs/*.metrics.parquet"))
     rows = 60_000_000
     columns = ("name", "context", "step", "value", "time_us")
@@ -65,7 +41,7 @@ def test_a_data_file_claiming_60m_rows_is_refused_before_reading(tmp_path: Path)
 def test_an_oversized_document_is_not_parsed(tmp_path: Path) -> None:
     """A run's PROV document replaced by 65 MB (sparse): `export` does not hand it to `prov`
     (which takes ~8 bytes of memory a byte), and exports from the run's record instead."""
-    store, run_id = _store_with_a_run(tmp_path / "store")
+    store, run_id = store_with_a_run(tmp_path / "store")
     document = next(store.root.glob("sessions/*/runs/*.prov.json"))
     with document.open("r+b") as handle:
         handle.truncate(65 * 2**20)
@@ -78,7 +54,7 @@ def test_an_oversized_document_is_not_parsed(tmp_path: Path) -> None:
 
 def test_a_huge_run_name_is_cut_in_listings(tmp_path: Path) -> None:
     """A 2 MB run name: `list` (table and JSON) and `show` print a bounded amount."""
-    store, run_id = _store_with_a_run(tmp_path / "store", name="n" * 2_000_000)
+    store, run_id = store_with_a_run(tmp_path / "store", name="n" * 2_000_000)
     for args in (("list",), ("list", "--json"), ("list", "--wide"), ("show", run_id)):
         result = cli(*args, "--store", str(store.root), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
@@ -87,7 +63,7 @@ def test_a_huge_run_name_is_cut_in_listings(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("last", ["9223372036854775808", "-1", "1e3"])
 def test_a_bad_last_is_a_usage_error_and_keeps_the_index(tmp_path: Path, last: str) -> None:
-    store, _ = _store_with_a_run(tmp_path / "store")
+    store, _ = store_with_a_run(tmp_path / "store")
     assert cli("list", "--store", str(store.root), cwd=tmp_path).returncode == 0
     index = store.root / "index.sqlite"
     inode = index.stat().st_ino

@@ -13,36 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
-from jupyter_prov4ml.capture.metrics import MetricLog
-from jupyter_prov4ml.capture.recorder import OpenWindow, build_run
-from jupyter_prov4ml.capture.run_capture import RunSeries
-from jupyter_prov4ml.notices import Notices
-from jupyter_prov4ml.records import SessionInfo
+from conftest import STORED_SESSION_ID as SESSION_ID
+from conftest import cli, store_with_a_run, stored_session
 from jupyter_prov4ml.store.codec import session_to_dict
 from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.session_lock import LOCK_NAME
-from jupyter_prov4ml.store.writer import StoreWriter
-
-SESSION_ID = "20260101T000000-abcdef"
-
-
-def _session(session_id: str = SESSION_ID) -> SessionInfo:
-    return SessionInfo(session_id, "u", time.time(), (), "h", "p", "cpu", 2, 1)
-
-
-def _store_with_a_run(root: Path) -> tuple[Store, str]:
-    """A store holding one closed run with a metrics file; the run's id."""
-    store = Store(root)
-    writer = StoreWriter(store, _session(), Notices())
-    writer.start()
-    window = OpenWindow(f"{SESSION_ID}-00001", "x = 1", "ab" * 32, None, time.time(), 0, 0)
-    metrics = MetricLog(0)
-    metrics.log("loss", 0.5, 0, "training")
-    run = build_run(SESSION_ID, None, window, 10**9, 0, "provrun", "ok", None, 1)
-    writer.submit_run(run, RunSeries(metrics))
-    assert writer.close()
-    return store, run.run_id
 
 
 def _rewrite_journal(store: Store, session_id: str, edit: object) -> None:
@@ -62,7 +37,7 @@ def test_a_journal_naming_another_session_recovers_nothing_outside(tmp_path: Pat
     store = Store(tmp_path / "store")
     folder = store.session_dir(SESSION_ID)
     folder.mkdir(parents=True)
-    evil = _session("../../outside/evil")
+    evil = stored_session("../../outside/evil")
     session_line = {
         "event": "session",
         "session": {**evil.__dict__} if hasattr(evil, "__dict__") else None,
@@ -95,7 +70,7 @@ def test_a_journal_naming_another_session_recovers_nothing_outside(tmp_path: Pat
 
 def test_a_session_folder_linked_outside_is_not_written_into(tmp_path: Path) -> None:
     """`sessions/<id>` a symlink to a folder outside the store: recovery does not write there."""
-    store, _ = _store_with_a_run(tmp_path / "store")
+    store, _ = store_with_a_run(tmp_path / "store")
     outside = tmp_path / "outside"
     outside.mkdir()
     journal = store.journal_path(SESSION_ID).read_text()
@@ -126,7 +101,7 @@ def test_data_file_paths_outside_the_store_are_refused(tmp_path: Path, relpath: 
     """A run whose metrics file is recorded at a path leading out of the store: `export
     --format metrics-csv` reads nothing there (a valid metrics file is waiting there) and warns
     once; `read_metrics` likewise."""
-    store, run_id = _store_with_a_run(tmp_path / "store")
+    store, run_id = store_with_a_run(tmp_path / "store")
     victim = tmp_path / "victim"
     victim.mkdir()
     real = next(store.root.glob("sessions/*/runs/*.metrics.parquet"))
@@ -160,7 +135,7 @@ def test_data_file_paths_outside_the_store_are_refused(tmp_path: Path, relpath: 
 def test_a_document_path_outside_the_store_is_not_read(tmp_path: Path) -> None:
     """A run whose PROV document is recorded outside the store: `export` builds the document
     from the record instead of reading that file, and says so."""
-    store, run_id = _store_with_a_run(tmp_path / "store")
+    store, run_id = store_with_a_run(tmp_path / "store")
     planted = tmp_path / "x" / "runs" / "planted.prov.json"
     planted.parent.mkdir(parents=True)
     planted.write_text('{"prefix": {"planted": "urn:planted#"}}')
