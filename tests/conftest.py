@@ -220,11 +220,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 have_dot = shutil.which("dot") is not None
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The real command line, in a subprocess, as a user would run it."""
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real command line, in a subprocess, as a user would run it (`env`: its whole
+    environment, else this process's)."""
     return subprocess.run(
         [sys.executable, "-m", "jupyter_prov4ml.cli.main", *args],
         cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,

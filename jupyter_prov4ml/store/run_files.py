@@ -65,6 +65,9 @@ class RunFiles:
         self.period_s = period_s
         self._forward = forward
         self._queue: deque[Any] = deque()
+        # Held to append and to copy the queue (iterating a deque another thread appends to
+        # raises); `_lock` is held while runs' files are made.
+        self._queue_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -83,15 +86,21 @@ class RunFiles:
         return self._thread is not None and self._thread.is_alive()
 
     def __len__(self) -> int:
-        return sum(isinstance(item, RunJob) for item in list(self._queue))
+        return sum(isinstance(item, RunJob) for item in self._snapshot())
+
+    def _snapshot(self) -> list[Any]:
+        with self._queue_lock:
+            return list(self._queue)
 
     def submit(self, job: RunJob) -> None:
-        self._queue.append(job)
+        with self._queue_lock:
+            self._queue.append(job)
         self._wake.set()
 
     def pass_along(self, marker: Any) -> None:
         """Forward `marker` once every run queued before it is done."""
-        self._queue.append(marker)
+        with self._queue_lock:
+            self._queue.append(marker)
         self._wake.set()
 
     def prepare(self) -> None:
@@ -137,18 +146,21 @@ class RunFiles:
                             "writer-bug", f"could not save a run's files ({error!r}); skipped"
                         )
                         written = None
-                    self._queue.popleft()
+                    with self._queue_lock:
+                        self._queue.popleft()
                     if written is not None:
                         self._forward(written)
                 else:
-                    self._queue.popleft()
+                    with self._queue_lock:
+                        self._queue.popleft()
                     self._forward(item)
 
     def _cannot_write(self, error: OSError) -> None:
         # Flushes waiting behind the run hear now that it could not be done, not in 10 s.
-        markers = [item for item in list(self._queue) if not isinstance(item, RunJob)]
-        for marker in markers:
-            self._queue.remove(marker)
+        markers = [item for item in self._snapshot() if not isinstance(item, RunJob)]
+        with self._queue_lock:
+            for marker in markers:
+                self._queue.remove(marker)
             self._forward(marker)
         self.notices.warn(
             "store",

@@ -139,8 +139,8 @@ class StoreWriter:
         self._closes_settled = 0
         self._settled = threading.Condition()
         self._last_index_sync = 0.0
-        # Guards the queue's removals: the writer takes written items off the front while a
-        # full queue drops old ones from the main or sampler thread.
+        # Guards the queue: the main and sampler threads append (a full queue drops old
+        # items), the writer snapshots it and takes written items off the front.
         self._queue_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -257,16 +257,23 @@ class StoreWriter:
     @property
     def pending_count(self) -> int:
         """Records queued and not yet written (flush markers aside)."""
-        queued = sum(not isinstance(item, _FlushMarker) for item in list(self._pending))
+        queued = sum(not isinstance(item, _FlushMarker) for item in self._queued())
         return queued + len(self._files)
 
     def _append(self, item: _Item) -> None:
-        self._pending.append(item)
+        # Under the queue's lock: the writer iterates the queue (a deque iterated while
+        # another thread appends raises "deque mutated during iteration").
+        with self._queue_lock:
+            self._pending.append(item)
+            if len(self._pending) > self.max_pending:
+                self._drop_oldest()
         if isinstance(item, _FlushMarker | RunFilesWritten):
             self._wake.set()
-        if len(self._pending) > self.max_pending:
-            with self._queue_lock:
-                self._drop_oldest()
+
+    def _queued(self, limit: int | None = None) -> list[_Item]:
+        """A snapshot of the queue's first `limit` items (all by default)."""
+        with self._queue_lock:
+            return list(itertools.islice(self._pending, limit))
 
     def _drop_oldest(self) -> None:
         # Keep the session header and run jobs. Progress slices go first: they only insure
@@ -368,7 +375,7 @@ class StoreWriter:
             lines: list[str] = []
             after: list[_Done] = []
             size = 0
-            for item in list(itertools.islice(self._pending, batch_items)):
+            for item in self._queued(batch_items):
                 try:
                     item_lines, done = self._lines_of(item)
                 # A record we cannot encode is our bug, not the store's: drop that one

@@ -5,13 +5,13 @@ RO-Crate (with and without the executed notebook) holds none of them, in any fil
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from conftest import cli
 
 pytestmark = pytest.mark.kernel
 
@@ -79,18 +79,6 @@ def notebook(s: dict[str, str], work: Path) -> nbformat.NotebookNode:
         "language": "python",
     }
     return nb
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter_prov4ml.cli.main", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def crate_bytes(out: Path) -> bytes:

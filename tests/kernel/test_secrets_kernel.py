@@ -7,15 +7,13 @@ import json
 import os
 import secrets
 import string
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
 
-from conftest import deserialize_strict
+from conftest import cli, deserialize_strict
 from jupyter_prov4ml.redaction import REDACTED, looks_like_credential
 
 pytestmark = pytest.mark.kernel
@@ -141,18 +139,6 @@ def store_text(store: Path) -> tuple[list[Path], bytes]:
             chunks.append(json.dumps(table.to_pydict(), default=repr).encode())
     chunks.append("\n".join(str(p.relative_to(store)) for p in files).encode())
     return files, b"\n".join(chunks)
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter_prov4ml.cli.main", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def test_no_planted_secret_reaches_any_store_file(tmp_path: Path) -> None:

@@ -284,3 +284,35 @@ def test_a_long_provrun_keeps_its_own_open_line(tmp_path: Path) -> None:
         assert state.open["s1-00001"]["name"] == "long"
     finally:
         writer.close()
+
+
+def test_cells_queued_while_the_writer_drains_are_all_written(tmp_path: Path) -> None:
+    """Cells closing on another thread while the writer snapshots its queue (a deque iterated
+    while appended to raises): the writer thread survives and every cell is journaled."""
+    import sys
+    import threading
+
+    store = Store(tmp_path / "store")
+    writer = StoreWriter(store, SESSION, Notices(), period_s=0.001)
+    writer.start()
+    count = 20_000
+
+    def close_cells() -> None:
+        for index in range(count):
+            window = OpenWindow(f"s1-{index:05d}", "x = 1", "ab" * 32, None, 0.0, 0, 0)
+            writer.closed_cell(ClosedCell(window, 1, 1, "ok", None, index))
+
+    closer = threading.Thread(target=close_cells)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can: the race shows
+    try:
+        closer.start()
+        while closer.is_alive():
+            writer.pending_count  # noqa: B018 - reads the queue as `%prov status` does
+        closer.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert writer._thread is not None and writer._thread.is_alive()
+    assert writer.close(timeout_s=120)
+    state = read_journal(store.journal_path(SESSION.session_id))
+    assert len(state.closed) == count
