@@ -120,7 +120,11 @@ class RunFiles:
         while not self._stop.is_set():
             self._wake.wait(self.period_s)
             self._wake.clear()
-            self.work()
+            # A bug of ours must not end the thread: later runs would never be written.
+            try:
+                self.work()
+            except Exception as error:  # noqa: BLE001 - said once; the next pass retries
+                self.notices.warn("writer-bug", f"saving runs' files hit a bug ({error!r})")
 
     def work(self) -> None:
         """Make the queued runs' files (this thread, or inline when it is not running).
@@ -161,6 +165,7 @@ class RunFiles:
         with self._queue_lock:
             for marker in markers:
                 self._queue.remove(marker)
+        for marker in markers:
             self._forward(marker)
         self.notices.warn(
             "store",

@@ -329,8 +329,15 @@ class StoreWriter:
         while not self._stop.is_set():
             self._wake.wait(self.period_s)
             self._wake.clear()
+            self._drain_guarded()
+        self._drain_guarded()
+
+    def _drain_guarded(self) -> None:
+        # A bug of ours must not end the thread: records would pile up unwritten, unseen.
+        try:
             self._drain()
-        self._drain()
+        except Exception as error:  # noqa: BLE001 - said once; the next drain retries
+            self.notices.warn("writer-bug", f"the store writer hit a bug ({error!r}); retrying")
 
     def _drain(self) -> None:
         with self._drain_lock:

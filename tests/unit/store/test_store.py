@@ -513,3 +513,40 @@ def journal_events_of(journal: Path) -> list[str]:
         if entry.get("event") == "close" and isinstance(entry["run"].get("run_id"), str):
             runs.append({"run_id": entry["run"]["run_id"]})
     return runs
+
+
+@pytest.mark.parametrize("markers_behind", [0, 1, 2])
+def test_heavy_lane_survives_a_full_disk_with_or_without_flushes_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, markers_behind: int
+) -> None:
+    """A run whose files cannot be written (ENOSPC) stays queued, the flush markers behind it
+    are answered at once, one notice is said; once space is back the run is written. (With no
+    marker waiting, this path once raised UnboundLocalError and killed the lane's thread.)"""
+    import errno
+    from concurrent.futures import Future
+
+    from jupyter_prov4ml.store import run_files as run_files_module
+    from jupyter_prov4ml.store.run_files import RunFiles, RunFilesWritten, RunJob
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    forwarded: list[Any] = []
+    notices = Notices()
+    lane = RunFiles(Store(tmp_path / "store"), session_info(), notices, forwarded.append, 0.1)
+    run = make_run(run_id=f"{SESSION}-0000{markers_behind + 1}")
+    job = RunJob(run, RunSeries(samples=SampleColumns()), Future())
+    lane.submit(job)
+    markers = [object() for _ in range(markers_behind)]
+    for marker in markers:
+        lane.pass_along(marker)
+    monkeypatch.setattr(run_files_module, "atomic_write_bytes", full)
+    lane.work()
+    lane.work()
+    assert forwarded == markers
+    said = notices.drain()
+    assert len(said) == 1 and "No space left on device" in said[0]
+    monkeypatch.undo()
+    lane.work()
+    assert [type(item) for item in forwarded[markers_behind:]] == [RunFilesWritten]
+    assert (tmp_path / "store" / forwarded[-1].prov_path).is_file()
