@@ -127,7 +127,7 @@ def drain_writer(extension: Any) -> float:
     what the recorded cells queued, not of re-deriving the whole session.
     """
     start = time.perf_counter()
-    if not extension.writer.flush(timeout_s=60.0, session_document=False):
+    if not extension.writer.flush(timeout_s=60.0):
         raise BenchmarkError("the store writer did not drain within 60 s")
     return time.perf_counter() - start
 

@@ -66,7 +66,7 @@ def _cell(session_id: str, n: int) -> Any:
         f"{session_id}-{n:05d}", source, f"{n:064x}", f"cell-{n % 40}", 1.7e9 + n, 0, 0
     )
     status = "failed" if n % 97 == 0 else "ok"
-    return ClosedCell(window, 5 * 10**7, 4 * 10**7, status, None, n)
+    return ClosedCell.of(window, 5 * 10**7, 4 * 10**7, status, None, n)
 
 
 def _full_run(session_id: str, n: int) -> Any:
@@ -188,7 +188,7 @@ def writer_cost_per_cell(tmp: Path) -> tuple[float, float]:
             writer.closed_cell(_cell(session_id, n))
         with contextlib.nullcontext() if indexed else index_writes_disabled():
             start = time.perf_counter()
-            writer.flush(timeout_s=60, session_document=False)  # drains in this thread
+            writer.flush(timeout_s=60)  # drains in this thread
             elapsed = time.perf_counter() - start
         writer._undocumented.clear()  # no session document at close: not what is timed
         writer.close()

@@ -11,14 +11,14 @@ Proves (targets for work still to do): (1) the extension adds <= 60 µs to that 
 a typical cell (the median of the paired differences of adjacent rounds' medians, IQR and range
 in the note) and on average (the mean over all cells, which also counts the cells the writer
 thread stalls); (2) the store writer thread uses <= 20 µs of CPU per recorded cell (its CPU
-clock, read in the kernel, from the end of the warm-up to the final flush: journal, index, and
-the cells documents, periodic and final); (3) the store holds <= 600 bytes per trivial cell once
-the kernel has shut down (journal + cells documents + index: everything under the store folder).
+clock, read in the kernel, from the end of the warm-up to the final flush: journal and index);
+(3) the store holds <= 600 bytes per trivial cell once the kernel has shut down (journal + any
+PROV documents + index: everything under the store folder).
 Reports, with no target: (4) the main thread's CPU per cell, paired by round like the span but
 steadier on a busy VM, and the whole kernel's CPU per cell with its split by thread; (5) "Run
-All": 300 cells sent at once, wall time of the burst, and (6) the cells right after it; (7) the
-cells across the writer's periodic cells document (built in the writer thread while cells run,
-every 2,000 cells): their mean span and the slowest one.
+All": 300 cells sent at once, wall time of the burst, and (6) the cells right after it; (7) 500
+cells past 2,000 recorded ones (where the writer once built a PROV document of the plain cells
+while cells ran): their mean span and the slowest one.
 
 `benchmarks/bench_hooks.py` stays the in-process floor (hooks on a bare `InteractiveShell`).
 
@@ -55,9 +55,9 @@ CELLS_PER_ROUND = 30
 BURST_ROUNDS = 3
 BURST_CELLS = 300  # a "Run All": every request sent before the first reply is read
 AFTER_BURST_CELLS = 40  # paced cells sent as soon as the burst's last cell is idle
-# Up to here 1,970 recorded cells: below the writer's first periodic cells document (every
-# 2,000 cells when this was written), which is then crossed on purpose, and measured alone.
-DOCUMENT_WINDOW = 500  # paced cells after the cell that triggers the periodic document
+# Up to here 1,970 recorded cells; the session is then taken past 2,000 and measured alone.
+DOCUMENT_WINDOW = 500  # paced cells past LONG_SESSION_CELLS recorded ones
+LONG_SESSION_CELLS = 2_000
 TIMEOUT_S = 120.0
 MAIN_THREAD = "MainThread"  # the kernel's shell: where cells and their hooks run
 US = 1e6
@@ -70,12 +70,7 @@ _THREAD_CPU = (
     " for t in __import__('threading').enumerate() if t.ident is not None}"
 )
 _PROCESS_CPU = "__import__('time').process_time()"
-_DRAIN = f"{_EXTENSION}.writer.flush(timeout_s=60.0, session_document=False)"
-_FLUSH = f"{_EXTENSION}.writer.flush(timeout_s=60.0, session_document=True)"
-_PER_DOCUMENT = (
-    f"getattr(__import__('sys').modules[type({_EXTENSION}.writer).__module__], "
-    "'CELLS_PER_DOCUMENT', None)"
-)
+_DRAIN = f"{_EXTENSION}.writer.flush(timeout_s=60.0)"
 
 
 class _Kernel:
@@ -224,9 +219,9 @@ class _Kernel:
         answer = self.silent(process=_PROCESS_CPU, threads=_THREAD_CPU)
         return answer["process"], answer["threads"]
 
-    def drain(self, session_document: bool = False) -> None:
+    def drain(self) -> None:
         """Wait until the extension's writer has written everything queued."""
-        answer = self.silent(done=_FLUSH if session_document else _DRAIN)
+        answer = self.silent(done=_DRAIN)
         if not answer["done"]:
             raise BenchmarkError(f"{self.label} kernel: the store writer did not drain in 60 s")
 
@@ -255,8 +250,8 @@ def _kernels() -> Iterator[tuple[_Kernel, _Kernel]]:
 
 
 def _store_bytes(store: Path) -> dict[str, int]:
-    """Bytes under the store folder: journal, cells documents, index, everything else."""
-    parts = {"journal": 0, "cells documents": 0, "index": 0, "other": 0}
+    """Bytes under the store folder: journal, PROV documents, index, everything else."""
+    parts = {"journal": 0, "PROV documents": 0, "index": 0, "other": 0}
     for path in store.rglob("*"):
         if not path.is_file():
             continue
@@ -264,7 +259,7 @@ def _store_bytes(store: Path) -> dict[str, int]:
         if path.name.endswith(".jsonl"):
             parts["journal"] += size
         elif path.name.endswith(".prov.json"):
-            parts["cells documents"] += size
+            parts["PROV documents"] += size
         elif path.name.startswith("index."):
             parts["index"] += size
         else:
@@ -454,28 +449,27 @@ def _document(arms: dict[str, _Kernel]) -> tuple[list[Result], str]:
     """Paced cells across the writer's periodic cells document, loaded first, then as many bare
     ones; (results, a note for the writer's CPU)."""
     bare, loaded = arms["bare"], arms["loaded"]
-    every = loaded.silent(every=_PER_DOCUMENT)["every"]
-    if not isinstance(every, int) or every < loaded.cells:
-        return [], f"no periodic cells document measured (every {every!r} cells)"
-    count = every - loaded.cells + DOCUMENT_WINDOW
+    every = LONG_SESSION_CELLS
+    count = max(0, every - loaded.cells) + DOCUMENT_WINDOW
     writer_before = loaded.writer_cpu()
     loaded_spans, _ = loaded.cells_paced(count)
     loaded.drain()  # before the bare cells: nothing left to compete with them for the CPUs
     writer = loaded.writer_cpu() - writer_before
     bare_spans, _ = bare.cells_paced(count)
     result = checked(
-        f"kernel: {count} cells across the cells document, mean span",
+        f"kernel: {count} cells past {every:,} recorded, mean span",
         statistics.fmean(loaded_spans) * US,
         "µs",
         statistics.fmean(bare_spans) * US,
         None,
         note=(
-            f"the writer's document of every {every:,} cells, built while cells run; slowest "
+            f"paced, crossing {every:,} recorded cells (where a cells document was once built "
+            "while cells ran; now none is built ahead); slowest "
             f"cell loaded {max(loaded_spans) * MS:.1f}, bare {max(bare_spans) * MS:.1f} ms; "
             f"writer CPU over these cells {writer * MS:.0f} ms"
         ),
     )
-    return [result], f"the {count} cells across the periodic document: {writer / count * US:.0f}"
+    return [result], f"the {count} cells past {every:,}: {writer / count * US:.0f}"
 
 
 def main() -> list[Result]:
@@ -492,7 +486,7 @@ def main() -> list[Result]:
         document, document_note = _document(arms)
         results += document
         writer_before = loaded.writer_cpu()
-        loaded.drain(session_document=True)  # what `%prov flush` and the kernel's exit write
+        loaded.drain()  # what `%prov flush` and the kernel's exit write
         writer_end = loaded.writer_cpu()
         cells = loaded.cells
         loaded.shutdown()

@@ -17,15 +17,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_codec
+import bench_context
+import bench_dashboard
+import bench_dask
 import bench_dataflow
+import bench_graph
 import bench_hooks
 import bench_index
 import bench_kernel_cells
+import bench_lightning
 import bench_lineage
 import bench_long_run
 import bench_long_session
 import bench_metrics
+import bench_plot
+import bench_process_tree
 import bench_provrun
 import bench_sampler
 import bench_startup
@@ -42,16 +48,22 @@ def main(argv: list[str]) -> int:
     benchmarks: list[tuple[str, Callable[[], list[Result]]]] = [
         ("bench_startup", lambda: bench_startup.main(verbose=verbose)),
         ("bench_hooks", bench_hooks.main),
-        ("bench_codec", bench_codec.main),
         ("bench_kernel_cells", bench_kernel_cells.main),
         ("bench_provrun", bench_provrun.main),
+        ("bench_dashboard", bench_dashboard.main),
         ("bench_index", bench_index.main),
         ("bench_metrics", bench_metrics.main),
         ("bench_sampler", bench_sampler.main),
+        ("bench_process_tree", bench_process_tree.main),
         ("bench_long_run", bench_long_run.main),
         ("bench_dataflow", bench_dataflow.main),
         ("bench_lineage", bench_lineage.main),
         ("bench_long_session", bench_long_session.main),
+        ("bench_graph", bench_graph.main),
+        ("bench_plot", bench_plot.main),
+        ("bench_lightning", bench_lightning.main),
+        ("bench_dask", bench_dask.main),
+        ("bench_context", bench_context.main),
     ]
     results: list[Result] = []
     errors: list[str] = []

@@ -13,8 +13,11 @@ __all__ = [
     "__version__",
     "load_ipython_extension",
     "log_artifact",
+    "log_estimator",
+    "log_input",
     "log_metric",
     "log_metrics",
+    "log_model",
     "log_param",
     "log_params",
     "read_metrics",
@@ -24,8 +27,10 @@ __all__ = [
 _API = frozenset(
     {
         "log_artifact",
+        "log_input",
         "log_metric",
         "log_metrics",
+        "log_model",
         "log_param",
         "log_params",
         "read_metrics",
@@ -45,6 +50,10 @@ def __getattr__(name: str) -> Any:
         from jupyter_prov4ml import api
 
         return getattr(api, name)
+    if name == "log_estimator":
+        from jupyter_prov4ml.integrations.sklearn import log_estimator
+
+        return log_estimator
     raise AttributeError(f"module 'jupyter_prov4ml' has no attribute {name!r}")
 
 

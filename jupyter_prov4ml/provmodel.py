@@ -16,17 +16,29 @@ from pathlib import Path
 from typing import Any
 
 from prov.identifier import Namespace, QualifiedName
-from prov.model import PROV_TYPE, PROV_VALUE, ProvActivity, ProvAgent, ProvDocument, ProvEntity
+from prov.model import (
+    PROV_LOCATION,
+    PROV_TYPE,
+    PROV_VALUE,
+    ProvActivity,
+    ProvAgent,
+    ProvDocument,
+    ProvEntity,
+)
 
 from jupyter_prov4ml.notation import iso_utc, utc_datetime
 from jupyter_prov4ml.records import (
     CellRun,
     DataFile,
+    DataInput,
     EnergyLedger,
     HardwareSummary,
     LoopStep,
     MetricSummary,
+    ModelSummary,
     ParamValue,
+    Randomness,
+    RunContext,
     SeriesSummary,
     SessionInfo,
 )
@@ -60,6 +72,9 @@ class _Builder:
         self._agents: dict[str, tuple[ProvAgent, ProvAgent, ProvEntity]] = {}
         self._cells: dict[str, ProvEntity] = {}
         self._derivations: set[tuple[str, str]] = set()
+        self._dask_agents: dict[str, ProvAgent] = {}
+        # Environment entities that carry a run's context already (once per document).
+        self._contexts: set[str] = set()
 
     def q(self, local: str) -> QualifiedName:
         return self.ns[local]
@@ -147,6 +162,7 @@ class _Builder:
                         "error_type": run.error_type,
                         "wall_time_s": run.wall_time_s,
                         "cpu_time_s": run.cpu_time_s,
+                        "kernel_cpu_time_s": run.kernel_cpu_time_s,
                         "loop_steps_total": run.steps_total or None,
                         "loop_steps_documented": len(run.steps) if run.steps_total else None,
                         "loop_steps_completed": (
@@ -154,6 +170,7 @@ class _Builder:
                         ),
                         **_hardware_attrs(run.hardware),
                         **_energy_attrs(run.energy),
+                        **_randomness_attrs(run.randomness),
                     }
                 ),
             },
@@ -202,8 +219,9 @@ class _Builder:
             self._metric(activity, run, metric, files.get("metrics"))
         for step in run.steps:
             self._step(activity, run, step)
+        artifacts: dict[str, ProvEntity] = {}
         for artifact in run.artifacts:
-            entity = self.entity(
+            entity = artifacts[artifact.sha256] = self.entity(
                 f"artifact_{run.run_id}_{safe_local(artifact.name)}",
                 "Artifact",
                 {
@@ -215,11 +233,37 @@ class _Builder:
                 },
             )
             entity.wasGeneratedBy(activity)
+        for model in run.models:
+            entity = self.entity(
+                f"model_{run.run_id}_{safe_local(model.name)}", "Model", _model_attrs(model)
+            )
+            entity.wasGeneratedBy(activity)
+            saved = artifacts.get(model.artifact_sha256 or "")
+            if saved is not None:
+                saved.wasDerivedFrom(entity)
+        for data_input in run.inputs:
+            entity = self.entity(
+                f"input_{run.run_id}_{safe_local(data_input.name)}",
+                "DataInput",
+                _input_attrs(data_input),
+            )
+            activity.used(entity)
+        if run.cluster is not None:
+            self._dask(activity, run)
         if info is not None:
             user, software, environment = self.session(info)
             activity.wasAssociatedWith(user)
             activity.wasAssociatedWith(software)
             activity.used(environment)
+            if run.context is not None and info.session_id not in self._contexts:
+                self._contexts.add(info.session_id)
+                environment.add_attributes(self.attrs(_context_attrs(run.context)))
+        elif run.context is not None:
+            activity.used(
+                self.entity(
+                    f"environment_{run.session_id}", "Environment", _context_attrs(run.context)
+                )
+            )
         return activity
 
     def _metric(
@@ -248,6 +292,102 @@ class _Builder:
         if data_file is not None:
             # The summary is derived from the points stored in the metrics file.
             entity.wasDerivedFrom(data_file)
+
+    def _dask_agent(self, local: str, kind: str, values: dict[str, Any]) -> ProvAgent:
+        """An agent made once per document (a cluster or worker serves many runs)."""
+        agents = self._dask_agents
+        if local not in agents:
+            location = values.pop("location", None)
+            attributes: dict[Any, Any] = {PROV_TYPE: self.q(kind), **self.attrs(values)}
+            if location:
+                attributes[PROV_LOCATION] = location
+            agents[local] = self.doc.agent(self.q(local), attributes)
+        return agents[local]
+
+    def _dask(self, run_activity: ProvActivity, run: CellRun) -> None:
+        """The Dask cluster of a run: its agent, one agent and one activity per worker
+        incarnation (acting for the cluster, located on its host), one activity per task
+        group; the activities were informed by the run."""
+        cluster = run.cluster
+        assert cluster is not None
+        scheduler = safe_local(cluster.scheduler_id)
+        cluster_agent = self._dask_agent(
+            f"dask_cluster_{scheduler}",
+            "DaskCluster",
+            {"scheduler_id": cluster.scheduler_id, "scheduler_address": cluster.scheduler_address},
+        )
+        run_activity.wasAssociatedWith(cluster_agent)
+        run_activity.add_attributes(
+            self.attrs(
+                {
+                    "dask_span_id": cluster.span_id,
+                    "dask_workers": len(run.workers),
+                    "dask_cpu_time_s": sum(w.cpu_time_s for w in run.workers),
+                    "dask_tasks": sum(g.task_count for g in run.task_groups),
+                    "dask_tasks_dropped": cluster.tasks_dropped or None,
+                }
+            )
+        )
+        for worker in run.workers:
+            incarnation = f"{scheduler}_{safe_local(worker.name)}_{worker.pid}"
+            local = f"dask_worker_{incarnation}"
+            fresh = local not in self._dask_agents
+            agent = self._dask_agent(
+                local,
+                "DaskWorker",
+                {
+                    "name": worker.name,
+                    "address": worker.address,
+                    "pid": worker.pid,
+                    "nthreads": worker.nthreads,
+                    "location": worker.host,
+                },
+            )
+            if fresh:
+                agent.actedOnBehalfOf(cluster_agent)
+            work = self.doc.activity(
+                self.q(f"dask_work_{run.run_id}_{safe_local(worker.name)}_{worker.pid}"),
+                utc_datetime(worker.started_at_unix_s),
+                utc_datetime(worker.ended_at_unix_s),
+                {
+                    PROV_TYPE: self.q("DaskWorkerRun"),
+                    **self.attrs(
+                        {
+                            "name": worker.name,
+                            "host": worker.host,
+                            "status": worker.status,
+                            "cpu_time_s": worker.cpu_time_s,
+                            "rss_peak_bytes": worker.rss_peak_bytes,
+                            "task_count": worker.task_count,
+                            "sample_count": worker.sample_count,
+                            "gpus": "; ".join(worker.gpu_uuids) or None,
+                            "gpu_memory_peak_bytes": worker.gpu_memory_peak_bytes,
+                            "gpu_utilization_mean_percent": worker.gpu_utilization_mean_percent,
+                            **_energy_attrs(worker.energy),
+                        }
+                    ),
+                },
+            )
+            work.wasAssociatedWith(agent)
+            work.wasInformedBy(run_activity)
+        for group in run.task_groups:
+            tasks = self.doc.activity(
+                self.q(f"dask_tasks_{run.run_id}_{safe_local(group.name)}"),
+                other_attributes={
+                    PROV_TYPE: self.q("DaskTaskGroup"),
+                    **self.attrs(
+                        {
+                            "name": group.name,
+                            "task_count": group.task_count,
+                            "compute_time_s": group.compute_time_s,
+                            "cpu_time_s": group.cpu_time_s,
+                            "erred_count": group.erred_count or None,
+                            "workers": ", ".join(group.workers) or None,
+                        }
+                    ),
+                },
+            )
+            tasks.wasInformedBy(run_activity)
 
     def _step(self, run_activity: ProvActivity, run: CellRun, step: LoopStep) -> None:
         attrs: dict[str, Any] = {
@@ -340,6 +480,10 @@ class GraphNode:
     kind: str  # entity | activity | agent
     label: str
     tooltip: str
+    # The element's own type (`LoopStep`, `Parameter`, `DaskWorker`…) and attributes, so that
+    # a view can group elements of one type and sum their figures.
+    prov_type: str = ""
+    values: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +531,8 @@ def graph_elements(doc: ProvDocument) -> tuple[list[GraphNode], list[GraphEdge]]
                 kind=kind,
                 label=_label(element, attrs),
                 tooltip="\n".join(f"{k}: {_short(v)}" for k, v in attrs.items()),
+                prov_type=str(attrs.get("type", "")).split(":")[-1],
+                values=tuple(attrs.items()),
             )
         )
     edges: list[GraphEdge] = []
@@ -424,7 +570,7 @@ def _collapse_variables(
         label = (
             f"{len(names)} variables\n" + ", ".join(shown[:5]) + (", …" if len(shown) > 5 else "")
         )
-        extra.append(GraphNode(group, "entity", label, "\n".join(shown)))
+        extra.append(GraphNode(group, "entity", label, "\n".join(shown), "Variable"))
     if not merged:
         return nodes, edges
     kept = [node for node in nodes if node.node_id not in merged] + extra
@@ -456,7 +602,22 @@ def _label(element: Any, attrs: dict[str, Any]) -> str:
         return f"{attrs.get('role')}\n{str(attrs.get('path', '')).rsplit('/', 1)[-1]}"
     if type_name == "Environment":
         return f"environment\n{attrs.get('hostname')}"
+    if type_name in _DASK_LABELS:
+        return str(_DASK_LABELS[type_name](attrs))
     return str(attrs.get("name") or local)
+
+
+_DASK_LABELS: dict[str, Any] = {
+    "DaskCluster": lambda a: f"Dask cluster\n{a.get('scheduler_address')}",
+    "DaskWorker": lambda a: f"worker {a.get('name')}\n{a.get('location')}",
+    "DaskWorkerRun": lambda a: (
+        f"worker {a.get('name')} · {a.get('status')}\n"
+        f"{float(a.get('cpu_time_s', 0)):.2f} s CPU · {a.get('task_count')} tasks"
+    ),
+    "DaskTaskGroup": lambda a: (
+        f"{a.get('name')} ×{a.get('task_count')}\n{float(a.get('compute_time_s', 0)):.2f} s"
+    ),
+}
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -520,6 +681,94 @@ def _energy_attrs(energy: EnergyLedger | None) -> dict[str, Any]:
         if reading.detail:
             out[f"energy_{device}_detail"] = reading.detail
     return out
+
+
+def _context_attrs(context: RunContext) -> dict[str, Any]:
+    """A run's context as attributes of its session's environment entity: the package list
+    by its file and sha256 (not one attribute per package), imported versions, git, CUDA."""
+    out: dict[str, Any] = {
+        "packages_sha256": context.packages_sha256,
+        "packages_file": context.packages_relpath,
+        "packages_count": context.packages_count or None,
+    }
+    git = context.git
+    if git is not None:
+        out.update(
+            {
+                "git_commit": git.commit,
+                "git_branch": git.branch,
+                "git_dirty": git.dirty,
+                "git_diff_sha256": git.diff_sha256,
+                "git_diff_file": git.diff_relpath,
+            }
+        )
+    out.update({safe_local(name): value for name, value in context.accelerator})
+    if context.imported:
+        # One text, `name==version` as in the package list: a module's name in an attribute's
+        # name would be redacted on export when it reads like a credential (`asttokens`).
+        out["imported_modules"] = ", ".join(f"{n}=={v}" for n, v in context.imported)
+        out["imported_count"] = len(context.imported)
+    return out
+
+
+def _randomness_attrs(randomness: Randomness | None) -> dict[str, Any]:
+    if randomness is None:
+        return {}
+    out: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for call in randomness.seeds:
+        key = "seed_" + safe_local(call.function.replace(".", "_"))
+        out[key] = call.value if call.value is not None else "None"  # the last one given
+        counts[key] = counts.get(key, 0) + 1
+    out.update({f"{key}_calls": count for key, count in counts.items() if count > 1})
+    seed = randomness.torch_initial_seed
+    # An unsigned 64-bit seed does not fit xsd:long: kept as text.
+    out["torch_initial_seed"] = str(seed) if seed is not None and seed >= 2**63 else seed
+    out["torch_deterministic_algorithms"] = randomness.torch_deterministic_algorithms
+    out["cudnn_deterministic"] = randomness.cudnn_deterministic
+    out["cudnn_benchmark"] = randomness.cudnn_benchmark
+    return out
+
+
+def _model_attrs(model: ModelSummary) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "class_name": model.class_name,
+        "framework": model.framework,
+        "parameters_total": model.parameters_total,
+        "parameters_trainable": model.parameters_trainable,
+        "weights_bytes": model.weights_bytes,
+        "dtypes": ", ".join(model.dtypes) or None,
+        "devices": ", ".join(model.devices) or None,
+        "layers": ", ".join(model.layers) or None,
+        "layer_count": len(model.layers) or None,
+        "weights_sha256": model.weights_sha256,
+        "weights_hash_skipped": model.weights_hash_skipped or None,
+        "artifact_sha256": model.artifact_sha256,
+    }
+
+
+def _input_attrs(data: DataInput) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "input_kind": data.kind,
+        "class_name": data.class_name,
+        "path": data.path,
+        "size_bytes": data.size_bytes,
+        "sha256": data.sha256,
+        "hash_method": data.hash_method,
+        "rows": data.rows,
+        "columns": ", ".join(data.columns) or None,
+        "dtypes": ", ".join(data.dtypes) or None,
+        "shape": "x".join(str(n) for n in data.shape) if data.shape else None,
+        "length": data.length,
+        "batch_size": data.batch_size,
+        "num_workers": data.num_workers,
+        "shuffle": data.shuffle,
+        "drop_last": data.drop_last,
+        "dataset_length": data.dataset_length,
+        "fingerprint": data.fingerprint,
+    }
 
 
 def prov_value(value: ParamValue | float) -> Any:

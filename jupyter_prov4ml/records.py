@@ -14,7 +14,7 @@ Status = Literal["ok", "failed", "interrupted", "crashed", "running"]
 RunKind = Literal["cell", "provrun"]
 ParamValue = str | int | float | bool | None
 
-EnergyMethod = Literal["measured-counter", "integrated-power", "rapl", "estimated"]
+EnergyMethod = Literal["measured-counter", "integrated-power", "rapl", "estimated", "partial"]
 _JOULES_PER_KWH = 3.6e6
 
 
@@ -62,7 +62,8 @@ class CellRef:
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One parameter of a run and where it came from (`magic`, `literal` or `api`)."""
+    """One parameter of a run and where it came from (`magic`, `literal`, `api`, or
+    `injected`: papermill's injected-parameters cell)."""
 
     name: str
     value: ParamValue
@@ -212,6 +213,136 @@ class DataFile:
 
 
 @dataclass(frozen=True, slots=True)
+class GitState:
+    """The git checkout a notebook lives in, when the run was recorded."""
+
+    commit: str
+    branch: str | None  # None on a detached HEAD
+    dirty: bool
+    diff_sha256: str | None = None  # of `git diff HEAD` as git printed it
+    diff_relpath: str | None = None  # the redacted diff, in the store
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """The environment a run saw beyond the session's: the full package list (a file in the
+    store, by sha256), the versions of what the user imported, git, CUDA."""
+
+    packages_sha256: str | None = None
+    packages_relpath: str | None = None
+    packages_count: int = 0
+    imported: tuple[tuple[str, str], ...] = ()  # (top-level module, version)
+    git: GitState | None = None
+    accelerator: tuple[tuple[str, str], ...] = ()  # e.g. ("cuda_version", "12.4")
+
+
+@dataclass(frozen=True, slots=True)
+class SeedCall:
+    """A seed given to a random generator while a run ran (`random.seed`, `torch.manual_seed`)."""
+
+    function: str
+    value: int | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Randomness:
+    """What determined a run's random numbers, as far as could be seen cheaply."""
+
+    seeds: tuple[SeedCall, ...] = ()
+    torch_initial_seed: int | None = None
+    torch_deterministic_algorithms: bool | None = None
+    cudnn_deterministic: bool | None = None
+    cudnn_benchmark: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    """A model a run made or trained (`log_model`): its shape and a digest of its weights."""
+
+    name: str
+    class_name: str
+    parameters_total: int | None = None
+    parameters_trainable: int | None = None
+    weights_bytes: int | None = None  # parameters and buffers
+    dtypes: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()  # top-level children, `name:Class`
+    weights_sha256: str | None = None
+    weights_hash_skipped: bool = False  # too large to hash (see models.MAX_HASH_BYTES)
+    artifact_sha256: str | None = None  # the saved file (`save=True`), an artifact of the run
+    framework: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DataInput:
+    """A data input a run used (`log_input`): a file, a table, an array or a data loader."""
+
+    name: str
+    kind: str  # file | dataframe | array | dataloader | dataset | object
+    class_name: str
+    path: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    hash_method: str | None = None  # full | sampled | skipped
+    rows: int | None = None
+    columns: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
+    shape: tuple[int, ...] = ()
+    length: int | None = None  # batches of a loader, items of a dataset
+    batch_size: int | None = None
+    num_workers: int | None = None
+    shuffle: bool | None = None
+    drop_last: bool | None = None
+    dataset_length: int | None = None  # samples a loader draws from
+    fingerprint: str | None = None  # a Hugging Face dataset's own content fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class DaskClusterRecord:
+    """The Dask cluster a run's work ran on (the scheduler's identity)."""
+
+    scheduler_id: str
+    scheduler_address: str
+    span_id: str | None = None  # the `distributed.span` around the cell body
+    tasks_dropped: int = 0  # task rows beyond the per-run bound (counted, not kept)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """One incarnation of a Dask worker (a restarted worker is a new one) during a run: where
+    it ran and what it used. `lost`: it died mid-run, its figures are those it last sent."""
+
+    name: str
+    address: str
+    host: str
+    pid: int
+    nthreads: int
+    status: str  # "ok" | "lost"
+    cpu_time_s: float
+    rss_peak_bytes: int
+    task_count: int
+    sample_count: int
+    started_at_unix_s: float
+    ended_at_unix_s: float
+    energy: EnergyLedger | None = None
+    gpu_uuids: tuple[str, ...] = ()
+    gpu_memory_peak_bytes: int | None = None
+    gpu_utilization_mean_percent: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGroupRecord:
+    """The run's Dask tasks of one task prefix: how many, their compute time, where they ran."""
+
+    name: str
+    task_count: int
+    compute_time_s: float
+    cpu_time_s: float | None = None  # Dask's own thread-CPU metric of the span
+    erred_count: int = 0
+    workers: tuple[str, ...] = ()  # worker names
+
+
+@dataclass(frozen=True, slots=True)
 class CellRun:
     """One execution of one cell: plain (`cell`) or fully captured (`provrun`)."""
 
@@ -242,6 +373,19 @@ class CellRun:
     variables: tuple[VariableSummary, ...] = ()
     informed_by: tuple[tuple[str, tuple[str, ...]], ...] = ()
     derived_from_sha256: str | None = None
+    # The run's context (packages, imports, git, CUDA), randomness, models made, data used.
+    context: RunContext | None = None
+    randomness: Randomness | None = None
+    models: tuple[ModelSummary, ...] = ()
+    inputs: tuple[DataInput, ...] = ()
+    # Where a Dask cluster ran the cell's work: the cluster, each worker incarnation, task groups.
+    cluster: DaskClusterRecord | None = None
+    workers: tuple[WorkerRecord, ...] = ()
+    task_groups: tuple[TaskGroupRecord, ...] = ()
+    # A %%provrun's `cpu_time_s` covers the kernel's whole process tree (its children,
+    # including those reaped during the run); this is the kernel's own share of it. None where
+    # `cpu_time_s` is the kernel's alone (plain cells, runs recorded before this field).
+    kernel_cpu_time_s: float | None = None
 
     @property
     def ok(self) -> bool:

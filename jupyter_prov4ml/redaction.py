@@ -277,6 +277,12 @@ def redact_json(value: Any, key: str = "") -> Any:
         copied = {}
         for k, item in value.items():
             local = _local(k)
+            if k in _PROV_REFERENCES and isinstance(item, str):
+                # A reference to a record of the document, whose id (a key) is never redacted:
+                # redacting the reference alone (a hash in an id can look like a token) would
+                # leave it pointing nowhere, and `p4m:<redacted>` is not even a valid QName.
+                copied[k] = item
+                continue
             scalar = isinstance(item, str | int | float) or (isinstance(item, dict) and "$" in item)
             if scalar and (is_secret_name(local) or (named_secret and local in _VALUE_KEYS)):
                 copied[k] = REDACTED
@@ -288,6 +294,36 @@ def redact_json(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         return redact_source(value) if key == "source" else redact_text(value)
     return value
+
+
+# The PROV-JSON fields of a relation that name another record by its id.
+_PROV_REFERENCES = frozenset(
+    f"prov:{name}"
+    for name in [
+        "entity",
+        "activity",
+        "agent",
+        "informed",
+        "informant",
+        "generatedEntity",
+        "usedEntity",
+        "trigger",
+        "starter",
+        "ender",
+        "generation",
+        "usage",
+        "delegate",
+        "responsible",
+        "plan",
+        "influencer",
+        "influencee",
+        "specificEntity",
+        "generalEntity",
+        "alternate1",
+        "alternate2",
+        "collection",
+    ]
+)
 
 
 # What an object named like a credential says of its value (PROV: variables, parameters).

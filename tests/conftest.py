@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,9 @@ from traitlets.config import Config
 from jupyter_prov4ml.settings import STORE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
-# The `kernels` fixture: real kernel processes.
-pytest_plugins = ("kernels",)
+# The `kernels` fixture: real kernel processes. (Not a module named `kernels`: that is a
+# package transformers imports, and tests/ is on sys.path.)
+pytest_plugins = ("kernel_processes",)
 # The tiers, kept apart by folder: each test gets its folder's marker, so `-m unit` (or
 # `-m "not browser"`) picks a tier without every file having to say which one it is in.
 TIERS = ("unit", "shell", "cli", "kernel", "browser")
@@ -86,11 +87,28 @@ def extension_of(shell: Any) -> Any:
 
 
 def journal_events(store: Path) -> list[dict[str, Any]]:
-    """Every journal line of every session in a store."""
+    """Every journal line of every session in a store; a plain cell's compact line comes as
+    the `close` event of its whole record (what it decodes to), with `"compact": True`."""
     events = []
     for journal in sorted(store.glob("sessions/*/journal.jsonl")):
-        events += [json.loads(line) for line in journal.read_text().splitlines()]
+        events += expanded_events(json.loads(line) for line in journal.read_text().splitlines())
     return events
+
+
+def expanded_events(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Journal events of one journal, in order, compact cell lines expanded (see above)."""
+    from jupyter_prov4ml.store.codec import CELL_EVENT, expand_cell
+
+    out: list[dict[str, Any]] = []
+    session: dict[str, Any] = {}
+    for event in events:
+        if event.get("event") == "session":
+            session = event["session"]
+        if event.get("event") == CELL_EVENT:
+            run = expand_cell(event, session["session_id"], session.get("notebook_path"))
+            event = {"event": "close", "run": run, "compact": True}
+        out.append(event)
+    return out
 
 
 def closed_runs(store: Path) -> list[dict[str, Any]]:

@@ -40,6 +40,8 @@ class FakeGpu:
     # (pid, usedGpuMemory) entries; usedGpuMemory None is what pynvml reports under WDDM.
     compute_processes: list[tuple[int, int | None]] = field(default_factory=list)
     graphics_processes: list[tuple[int, int | None]] = field(default_factory=list)
+    # (pid, timeStamp in µs, smUtil %) samples NVML keeps for per-process utilisation.
+    process_utilization: list[tuple[int, int, int]] = field(default_factory=list)
     # pynvml function names this GPU answers with NVML_ERROR_NOT_SUPPORTED (or another code).
     unsupported: set[str] = field(default_factory=set)
     errors: dict[str, int] = field(default_factory=dict)
@@ -249,6 +251,25 @@ class FakeNvml(ModuleType):
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: _Handle) -> list[Any]:
         gpu = self._gpu("nvmlDeviceGetGraphicsRunningProcesses", handle)
         return _processes(gpu.graphics_processes)
+
+    def nvmlDeviceGetProcessUtilization(self, handle: _Handle, timeStamp: int) -> list[Any]:
+        gpu = self._gpu("nvmlDeviceGetProcessUtilization", handle)
+        return _utilization_samples(gpu.process_utilization, timeStamp)
+
+
+def _utilization_samples(entries: Sequence[tuple[int, int, int]], since_us: int) -> list[Any]:
+    """What real NVML returns: the raw ctypes structs (not friendly objects) of the samples
+    newer than `since_us`; with none, pynvml raises NVMLError(NOT_FOUND) (driver behaviour)."""
+    newer = [
+        pynvml.c_nvmlProcessUtilizationSample_t(
+            pid=pid, timeStamp=stamp, smUtil=sm, memUtil=0, encUtil=0, decUtil=0
+        )
+        for pid, stamp, sm in entries
+        if stamp > since_us
+    ]
+    if not newer:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+    return newer
 
 
 def _processes(entries: Sequence[tuple[int, int | None]]) -> list[Any]:

@@ -112,6 +112,32 @@ class LoopTracker:
         finally:
             self._depth -= 1
 
+    def begin_step(self, name: str, index: int, total: int | None = None) -> OpenStep:
+        """Open a step whose loop is not iterated through `track`: a framework's epoch, begun
+        and ended by its callbacks. It is a step whatever `step_depth` says (a framework calls
+        back once per epoch, never per batch); close it with `end_step`."""
+        self.lengths.setdefault(name, total)
+        step = OpenStep(name, index, time.time(), time.perf_counter_ns(), time.process_time_ns())
+        # The live view follows the outermost loop: a framework's, unless `track` runs one.
+        progress = self.progress
+        if self._depth == 0 and not self._open and (progress is None or progress.loop != name):
+            self.progress = Progress(name, total, step.started_ns)
+        self._open.append(step)
+        return step
+
+    def end_step(self, step: OpenStep, completed: bool = True) -> None:
+        """Close a step opened by `begin_step` (once; later calls do nothing)."""
+        self._close(step, completed)
+        progress = self.progress
+        if completed and progress is not None and progress.loop == step.loop:
+            progress.done = step.index + 1
+
+    def count_inner(self, name: str) -> None:
+        """Count one iteration of an inner loop (a framework's batch) into the open step."""
+        if self._open:
+            inner = self._open[-1].inner
+            inner[name] = inner.get(name, 0) + 1
+
     def _close(self, step: OpenStep, completed: bool) -> None:
         if step not in self._open:
             return  # already closed by finish()

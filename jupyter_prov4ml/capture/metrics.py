@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 import time
 from array import array
+from typing import Protocol
 
 MAX_NAME_CHARS = 200
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -64,9 +65,14 @@ def metric_step(step: object) -> int:
 
 
 class MetricSeries:
-    """The points of one (name, context) series."""
+    """The points of one (name, context) series.
 
-    __slots__ = ("context", "name", "steps", "times_ns", "values")
+    `pids`, `ranks` and `local_ranks` (-1: not set) say which process logged each point, once
+    points from child processes were merged in; None while every point is the log's own
+    (the kernel's), so the hot path appends to three arrays only.
+    """
+
+    __slots__ = ("context", "local_ranks", "name", "pids", "ranks", "steps", "times_ns", "values")
 
     def __init__(self, name: str, context: str) -> None:
         self.name = name
@@ -74,16 +80,35 @@ class MetricSeries:
         self.values = array("d")
         self.steps = array("q")
         self.times_ns = array("q")
+        self.pids: array[int] | None = None
+        self.ranks: array[int] | None = None
+        self.local_ranks: array[int] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
 
 
+class PointColumns(Protocol):
+    """Points of one series from other processes, column-wise (ranks -1 where not set)."""
+
+    values: array[float]
+    steps: array[int]
+    times_ns: array[int]
+    pids: array[int]
+    ranks: array[int]
+    local_ranks: array[int]
+
+
 class MetricLog:
     """All metric series of one run."""
 
-    def __init__(self, t0_ns: int | None = None) -> None:
+    def __init__(
+        self, t0_ns: int | None = None, origin: tuple[int | None, int, int] = (None, -1, -1)
+    ) -> None:
         self.t0_ns = time.perf_counter_ns() if t0_ns is None else t0_ns
+        # The process logging into this log directly (pid, rank, local rank; -1: not set):
+        # the kernel's. Unknown (None) for a log rebuilt from a dead kernel's journal.
+        self.origin = origin
         self.series: dict[tuple[str, str], MetricSeries] = {}
         # A loop logs the same metric again and again: remember the last one by identity.
         self._last_name: object = None
@@ -130,6 +155,30 @@ class MetricLog:
         series = self.series[(name, context)] = MetricSeries(name, context)
         return series
 
+    def merge(self, name: str, context: str, points: PointColumns) -> None:
+        """Add points logged by other processes (at a run's end, on the main thread), keeping
+        the series in time order (one monotonic clock serves every process of the host)."""
+        series = self.series.get((name, context))
+        if series is None:
+            series = self.series[(name, context)] = MetricSeries(name, context)
+        own = len(series.values)
+        pid, rank, local_rank = self.origin
+        pids = _filled(series.pids, -1 if pid is None else pid, own) + points.pids
+        ranks = _filled(series.ranks, rank, own) + points.ranks
+        local = _filled(series.local_ranks, local_rank, own) + points.local_ranks
+        values = series.values + points.values
+        steps = series.steps + points.steps
+        times = series.times_ns + points.times_ns
+        order = sorted(range(len(times)), key=times.__getitem__)
+        series.values = array("d", [values[i] for i in order])
+        series.steps = array("q", [steps[i] for i in order])
+        series.times_ns = array("q", [times[i] for i in order])
+        series.pids = array("q", [pids[i] for i in order])
+        series.ranks = array("q", [ranks[i] for i in order])
+        series.local_ranks = array("q", [local[i] for i in order])
+        if series is self._last_series:
+            self._last_series = None
+
     def latest(self) -> list[tuple[str, str, float, list[float]]]:
         """(name, context, last value, recent values) per series, for the live view.
 
@@ -153,6 +202,11 @@ class MetricLog:
             if position >= 0 and series.times_ns[position] >= start_ns:
                 found[f"{series.name}/{series.context}"] = series.values[position]
         return found
+
+
+def _filled(column: array[int] | None, value: int, count: int) -> array[int]:
+    """A process column as stored, or `count` times `value` where there is none yet."""
+    return array("q", column) if column is not None else array("q", [value]) * count
 
 
 def _is_utf8(text: str) -> bool:

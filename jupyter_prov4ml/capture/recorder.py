@@ -54,17 +54,66 @@ class OpenWindow:
         return self._stored_source
 
 
+# A variable a cell bound, as `VariableSummary`'s fields: name, type, description, hash.
+VariableFacts = tuple[str, str, str, "str | None"]
+
+
 class ClosedCell(NamedTuple):
     """A plain cell that ended: the raw facts, turned into a record by the store writer so
-    the cell hook does no more than read two clocks and append this tuple."""
+    the cell hook does no more than read two clocks and append this tuple.
 
-    window: OpenWindow
-    ended_perf_ns: int
-    ended_cpu_ns: int
+    Only strings, numbers and plain tuples of them: it waits in the writer's queue for up to
+    a writer period, and objects that wait there survive the kernel's young garbage
+    collections. A window or dataclass held here (7 objects a cell) was promoted to the
+    oldest generation and made the kernel's full collections (~30 ms each) several times as
+    frequent; plain tuples of atoms leave the collector's lists at its first pass."""
+
+    run_id: str
+    source: str  # as the cell ran: redacted by the writer, off the cell's path
+    sha256: str
+    cell_id: str | None
+    started_unix_s: float
+    wall_ns: int
+    cpu_ns: int
     status: Status
     error_type: str | None
     execution_count: int | None
-    links: Links | None = None
+    reads: tuple[str, ...] = ()
+    variables: tuple[VariableFacts, ...] = ()
+    informed_by: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    derived_from_sha256: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        window: OpenWindow,
+        ended_perf_ns: int,
+        ended_cpu_ns: int,
+        status: Status,
+        error_type: str | None,
+        execution_count: int | None,
+        links: Links | None = None,
+    ) -> ClosedCell:
+        """The facts of `window`, ended at these clock readings, with its lineage."""
+        lineage: tuple[Any, ...] = ()
+        if links is not None:
+            variables = tuple(
+                (v.name, v.type_name, v.description, v.value_sha256) for v in links.variables
+            )
+            lineage = (links.reads, variables, links.informed_by, links.derived_from_sha256)
+        return cls(
+            window.run_id,
+            window.source,
+            window.sha256,
+            window.cell_id,
+            window.started_unix_s,
+            ended_perf_ns - window.started_perf_ns,
+            ended_cpu_ns - window.started_cpu_ns,
+            status,
+            error_type,
+            execution_count,
+            *lineage,
+        )
 
 
 def link_fields(links: Links | None) -> dict[str, Any]:
@@ -241,9 +290,11 @@ class Recorder:
         count = getattr(result, "execution_count", None)
         links = self.link(window, count, status == "ok")
         capture = window.capture
+        if capture is not None:
+            status, error_type = capture.outcome(status, error_type)
         if capture is None or capture.is_empty():
             self._sink.closed_cell(
-                ClosedCell(window, ended_perf_ns, ended_cpu_ns, status, error_type, count, links)
+                ClosedCell.of(window, ended_perf_ns, ended_cpu_ns, status, error_type, count, links)
             )
             return
         # A plain cell that used the API (metrics, a tracked loop) is saved like a full run,
@@ -266,6 +317,8 @@ class Recorder:
             steps_total=steps.total,
             loops=steps.loops,
             artifacts=tuple(capture.artifacts),
+            models=tuple(capture.models),
+            inputs=tuple(capture.inputs),
             **link_fields(links),
         )
         self._sink.submit_run(

@@ -5,12 +5,15 @@ starts empty (nothing leaks from one run into the next)."""
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jupyter_prov4ml.capture.child_metrics import own_origin
 from jupyter_prov4ml.capture.loops import LoopTracker, RawStep
 from jupyter_prov4ml.capture.metrics import MetricLog
 from jupyter_prov4ml.capture.params import make_param, param_text
@@ -19,12 +22,15 @@ from jupyter_prov4ml.hardware.sampler import SampleColumns
 from jupyter_prov4ml.identity import file_sha256
 from jupyter_prov4ml.records import (
     Artifact,
+    DataInput,
     EnergyLedger,
     EnergyReading,
     LoopStep,
     LoopSummary,
+    ModelSummary,
     Param,
     SeriesSummary,
+    Status,
 )
 from jupyter_prov4ml.settings import DEFAULT_WATTS_PER_CORE, EnergyConfig
 
@@ -37,19 +43,56 @@ class RunCapture:
 
     def __init__(self, t0_ns: int, step_depth: int = 1) -> None:
         self.params: list[Param] = []
-        self.metrics = MetricLog(t0_ns)
+        self.metrics = MetricLog(t0_ns, own_origin())
         self.loops = LoopTracker(step_depth)
         self.artifacts: list[Artifact] = []
+        self.models: list[ModelSummary] = []
+        self.inputs: list[DataInput] = []
+        # How a framework said its training ended (`report_status`), the latest report winning.
+        self.reported_status: tuple[Status, str | None] | None = None
 
     def is_empty(self) -> bool:
-        return not (self.params or self.metrics.series or self.loops.steps or self.artifacts)
+        return not (
+            self.params
+            or self.metrics.series
+            or self.loops.steps
+            or self.artifacts
+            or self.models
+            or self.inputs
+            or self.reported_status
+        )
 
-    def log_param(self, name: str, value: object) -> None:
+    def report_status(self, status: Status, error_type: str | None) -> None:
+        """A framework's own word on how training ended (Lightning's `finalize("failed")`
+        after it caught the error, an interrupted fit): see `outcome`."""
+        self.reported_status = (status, error_type)
+
+    def outcome(self, status: Status, error_type: str | None) -> tuple[Status, str | None]:
+        """The run's status from how its cell ended and what a framework reported: a
+        framework's failure counts when the cell ended `ok` (it swallowed the error), and its
+        interruption when the cell failed (Lightning turns Ctrl-C into `SystemExit`); a
+        framework's success never hides the cell's failure."""
+        reported = self.reported_status
+        if reported is None or reported[0] == "ok" or status == "interrupted":
+            return status, error_type
+        if status == "ok" or reported[0] == "interrupted":
+            return reported
+        return status, error_type
+
+    def unique_name(self, name: str, taken: list[str]) -> str:
+        """`name`, or `name_2`, `name_3`… when a model or input of this run already has it."""
+        candidate, number = name, 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{name}_{number}"
+        return candidate
+
+    def log_param(self, name: str, value: object, source: str = "api") -> None:
         if isinstance(name, str):
             name = str.__str__(name)  # a subclass's own methods may raise
         if not isinstance(name, str) or not name:
             raise ValueError(f"a parameter name must be a non-empty string, got {name!r:.60}")
-        self.params.append(make_param(name, param_text(value), "api"))
+        self.params.append(make_param(name, param_text(value), source))
 
     def log_artifact(self, path: Path, name: str | None, copied: Path | None) -> Artifact:
         """Identify `path` by content now (what it holds when logged is what the run made);
@@ -66,6 +109,32 @@ class RunCapture:
         self.artifacts.append(artifact)
         return artifact
 
+    def log_folder_artifact(self, path: Path, name: str | None) -> Artifact:
+        """A folder the run produced (a Hugging Face `checkpoint-N`), identified as a whole by
+        `folder_sha256`; its size is the sum of its files'."""
+        digest, size = folder_sha256(path)
+        artifact = Artifact(name or path.name, str(path.resolve()), digest, size)
+        self.artifacts.append(artifact)
+        return artifact
+
+
+def folder_sha256(folder: Path) -> tuple[str, int]:
+    """The SHA-256 of a folder as a whole, and its files' total size: one line per regular
+    file under it, `<sha256>  <size>  <relative/posix/path>`, sorted by path, hashed
+    (symbolic links are not followed: a link is a line of its own with its target)."""
+    lines: list[str] = []
+    total = 0
+    for path in sorted(folder.rglob("*"), key=lambda p: p.relative_to(folder).as_posix()):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            lines.append(f"link  {relative} -> {os.readlink(path)}")
+        elif path.is_file():
+            size = path.stat().st_size
+            total += size
+            lines.append(f"{file_sha256(path)}  {size}  {relative}")
+    text = "\n".join(lines).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(text).hexdigest(), total
+
 
 @dataclass(frozen=True)
 class RunSeries:
@@ -76,6 +145,8 @@ class RunSeries:
     samples: SampleColumns | None = None
     steps: tuple[RawStep, ...] = ()
     watts_per_core: float = DEFAULT_WATTS_PER_CORE
+    # One row per Dask task of the run, as columns (cluster_figures.TASK_COLUMNS).
+    dask_tasks: Mapping[str, Sequence[Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def _recover(store: Store) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from jupyter_prov4ml.cli.parameters import parameters_of
     from jupyter_prov4ml.cli.runner import run_notebook
 
     notebook = Path(args.notebook)
@@ -81,21 +82,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         kernel_name=args.kernel,
         timeout_s=args.timeout,
         allow_errors=args.allow_errors,
+        parameters=parameters_of(args.parameters or ()),
     )
     print(f"executed notebook: {outcome.executed_path}")
     root = store.resolve() if store else resolve_store_root(os.environ, notebook.resolve().parent)
     print(f"provenance store: {root}")
+    if not args.no_annotate:
+        _annotate(outcome.executed_path, root)
     if outcome.error:
         print(f"jupyter-prov4ml: a cell failed: {outcome.error}", file=sys.stderr)
         return 1
     return 0
 
 
+def _annotate(notebook: Path, root: Path) -> None:
+    """Each cell's figures into the executed notebook's metadata; a failure only warns."""
+    from jupyter_prov4ml.store.notebook_file import NotebookError
+    from jupyter_prov4ml.store.notebook_runs import annotate_notebook
+
+    settings = Settings.from_environ(warn=_tell_setting)
+    try:
+        annotate_notebook(Store(root, settings.store_modes, _tell_damage), notebook)
+    except (NotebookError, OSError) as error:
+        _tell_damage(f"the cells' figures were not written into {notebook}: {error}")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from jupyter_prov4ml.store.index import RunQuery
     from jupyter_prov4ml.views.run_table import RunTable, run_row
 
-    query = RunQuery(kind=args.kind, name=args.name, failed=args.failed, last=args.last)
+    query = RunQuery(
+        kind=args.kind, name=args.name, failed=args.failed, last=args.last, tag=args.tag
+    )
     rows = [run_row(run) for run in _store(args).query(query)]
     print(json.dumps(rows, indent=1) if args.json else repr(RunTable(rows, wide=args.wide)))
     return 0
@@ -125,7 +143,7 @@ def _session_lineage(args: argparse.Namespace) -> SessionLineage:
 def cmd_graph(args: argparse.Namespace) -> int:
     from jupyter_prov4ml.views.prov_graph import render_svg
 
-    text = _session_lineage(args).dot(args.last)
+    text = _session_lineage(args).dot(args.last, full=args.full)
     if args.format == "svg":
         text = render_svg(text)
     _write(text, args.output)
@@ -157,6 +175,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{key:>{width}}: {value}")
     for data_file in stored.run.data_files:
         print(f"{'data file':>{width}}: {data_file.relpath} ({data_file.size_bytes} bytes)")
+    annotations = _store(args).annotations()
+    tags = annotations.tags_of(stored.run.run_id)
+    if tags:
+        print(f"{'tags':>{width}}: {', '.join(tags)}")
+    for note in annotations.notes.get(stored.run.run_id, ()):
+        print(f"{'note':>{width}}: {redact_text(note.text)}")
     return 0
 
 
@@ -164,6 +188,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from jupyter_prov4ml import provmodel
 
     store = _store(args)
+    if args.session:
+        return _export_session(args, store)
     stored = store.find(args.run_id)
     if args.format == "rocrate":
         return _export_rocrate(args, store, stored)
@@ -174,9 +200,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         text = _metrics_csv(store, stored)
     elif args.format in ("dot", "svg"):
         document = _document(stored)
-        from jupyter_prov4ml.views.prov_graph import dot_source, render_svg
+        from jupyter_prov4ml.views.prov_graph import dot_source, readable_dot_source, render_svg
 
-        text = dot_source(document, title=stored.run.name)
+        source = dot_source if args.full else readable_dot_source
+        text = source(document, title=stored.run.name)
         if args.format == "svg":
             text = render_svg(text)
     else:
@@ -186,6 +213,39 @@ def cmd_export(args: argparse.Namespace) -> int:
         except ValueError as error:  # e.g. PROV-XML refuses control characters in a name
             run_id, fmt = stored.run.run_id, args.format
             raise RunError(f"run {run_id} cannot be written as {fmt}: {error}") from None
+    _write(text, args.output)
+    return 0
+
+
+def _export_session(args: argparse.Namespace, store: Store) -> int:
+    """Every run of one kernel session in one PROV document (plain cells are stored as
+    journal lines; this is where they come out together, with their lineage)."""
+    from jupyter_prov4ml import provmodel
+
+    if args.format in ("rocrate", "metrics-csv") or args.notebook:
+        print(
+            "jupyter-prov4ml: --session exports json, xml, rdf, provn, dot or svg", file=sys.stderr
+        )
+        return 2
+    runs = store.runs(session_id=args.run_id)
+    if not runs:
+        raise LookupError(f"no session {args.run_id!r} in {store.root}")
+    document = provmodel.redacted_document(
+        provmodel.session_document([stored.run for stored in runs], runs[0].session)
+    )
+    if args.format in ("dot", "svg"):
+        from jupyter_prov4ml.views.prov_graph import dot_source, readable_dot_source, render_svg
+
+        source = dot_source if args.full else readable_dot_source
+        text = source(document, title=f"session {args.run_id}")
+        if args.format == "svg":
+            text = render_svg(text)
+    else:
+        try:
+            text = provmodel.serialize(document, args.format)
+        except ValueError as error:
+            message = f"session {args.run_id} cannot be written as {args.format}: {error}"
+            raise RunError(message) from None
     _write(text, args.output)
     return 0
 
@@ -281,6 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kernel", help="kernel name (default: the notebook's)")
     run.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     run.add_argument("--allow-errors", action="store_true", help="keep going after a failure")
+    run.add_argument(
+        "-p",
+        "--parameter",
+        dest="parameters",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="inject a parameter as papermill does (typed like papermill's -p); repeatable",
+    )
+    run.add_argument(
+        "--no-annotate",
+        action="store_true",
+        help="do not write each cell's time, peak RSS and energy into its metadata",
+    )
     run.set_defaults(func=cmd_run)
 
     lst = with_store(sub.add_parser("list", help="list recorded runs"))
@@ -290,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--name", metavar="X", help="only runs named X (a glob: 'base*')")
     lst.add_argument("--failed", action="store_true", help="only runs that did not end ok")
     lst.add_argument("--wide", action="store_true", help="add energy and parameters to the table")
+    lst.add_argument("--tag", metavar="TAG", help="only runs tagged TAG (see `tag`)")
     lst.set_defaults(func=cmd_list)
 
     diff = with_store(sub.add_parser("diff", help="what changed between two runs"))
@@ -303,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--last", type=parse_count, metavar="N", help="only the last N executions")
     graph.add_argument("--format", "-f", choices=("dot", "svg"), default="dot")
     graph.add_argument("-o", "--output", help="write here instead of stdout")
+    graph.add_argument("--full", action="store_true", help="every cell, none folded into blocks")
     graph.set_defaults(func=cmd_graph)
 
     stale = with_store(sub.add_parser("stale", help="cells whose output may be stale"))
@@ -316,7 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = with_store(
         sub.add_parser("export", help="a run's provenance in a PROV format, or as an RO-Crate")
     )
-    export.add_argument("run_id", help="a run id, or a unique end of one")
+    export.add_argument(
+        "run_id", help="a run id, or a unique end of one (with --session: a session id)"
+    )
+    export.add_argument(
+        "--session",
+        action="store_true",
+        help="export every run of the session RUN_ID names, plain cells included, as one document",
+    )
     export.add_argument("--format", "-f", choices=EXPORT_FORMATS, default="json")
     export.add_argument(
         "-o",
@@ -328,7 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="rocrate: a notebook to add (read now, redacted, outputs left out); the crate "
         "always holds the cells as the store recorded them",
     )
+    export.add_argument(
+        "--full",
+        action="store_true",
+        help="dot/svg: every element of the run (default: steps, parameters… folded)",
+    )
     export.set_defaults(func=cmd_export)
+    from jupyter_prov4ml.cli.store_commands import add_store_commands
+
+    add_store_commands(sub, with_store, _store)
+    from jupyter_prov4ml.cli.view_commands import add_view_commands
+
+    add_view_commands(sub, with_store, _store)
     return parser
 
 

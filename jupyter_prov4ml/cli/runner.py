@@ -8,6 +8,7 @@ passes to IPython as `ExecutionInfo.cell_id`, so records carry the notebook's ow
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbformat.corpus.words import generate_corpus_id
 
+from jupyter_prov4ml.cli.parameters import inject_parameters
 from jupyter_prov4ml.settings import STORE_ENV
 
 # Executed silently after the last cell: writes whatever the extension still holds, so the
@@ -111,14 +113,19 @@ def run_notebook(
     kernel_name: str | None = None,
     timeout_s: int | None = None,
     allow_errors: bool = False,
+    parameters: Mapping[str, Any] | None = None,
 ) -> RunOutcome:
     """Execute `notebook` in a fresh kernel started in its folder; save the executed copy.
 
-    The executed notebook is saved even when a cell fails (the error is returned).
+    `parameters` are injected as papermill injects them (a cell tagged
+    `injected-parameters`). The executed notebook is saved even when a cell fails (the error
+    is returned).
     """
     notebook = notebook.resolve()
     output = (output or default_output(notebook)).resolve()
     nb = nbformat.read(notebook, as_version=4)
+    if parameters:
+        nb = inject_parameters(nb, parameters, kernel_name)
     ensure_cell_ids(nb)
     env = dict(os.environ)
     # What jupyter_server sets for a notebook's kernel; ipykernel exposes it as __session__.

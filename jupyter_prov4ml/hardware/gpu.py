@@ -9,11 +9,13 @@ here changes a GPU setting.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import Any, Protocol
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 __all__ = [
     "GpuInfo",
     "GpuProbe",
+    "GpuProcessUse",
     "GpuReader",
     "GpuSample",
     "GpuUnavailable",
@@ -56,6 +59,15 @@ class GpuInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuProcessUse:
+    """What one process of the kernel's tree uses of one GPU (None: not reported)."""
+
+    pid: int
+    memory_bytes: int | None
+    sm_utilization_percent: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class GpuSample:
     """One reading of one GPU; a field is None where this GPU or driver cannot report it."""
 
@@ -68,6 +80,35 @@ class GpuSample:
     sm_clock_mhz: float | None
     process_memory_bytes: int | None
     energy_mj: int | None
+    # The kernel's process tree on this GPU (read when the sampler is given its pids): its
+    # processes found in NVML's lists, and their totals. `device_level`: NVML lists processes
+    # none of which this PID namespace can see (a container; NVML reports host PIDs), so the
+    # totals are the whole device's figures, flagged as such.
+    processes: tuple[GpuProcessUse, ...] = ()
+    tree_memory_bytes: int | None = None
+    tree_sm_utilization_percent: float | None = None
+    device_level: bool = False
+
+    def tree_columns(self) -> dict[str, float]:
+        """The tree's figures as sample columns (none when the tree was not read)."""
+        if self.tree_memory_bytes is None and self.tree_sm_utilization_percent is None:
+            return {}
+        prefix = f"gpu{self.index}_"
+        values = {
+            prefix + "tree_memory_bytes": _number(self.tree_memory_bytes),
+            prefix + "tree_sm_utilization_percent": _number(self.tree_sm_utilization_percent),
+            prefix + "device_level": 1.0 if self.device_level else 0.0,
+        }
+        for use in self.processes:
+            values[f"proc{use.pid}_gpu{self.index}_memory_bytes"] = _number(use.memory_bytes)
+            values[f"proc{use.pid}_gpu{self.index}_sm_utilization_percent"] = _number(
+                use.sm_utilization_percent
+            )
+        return values
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 class GpuReader(Protocol):
@@ -87,8 +128,9 @@ class GpuReader(Protocol):
         """One line for people: what GPUs there are, or why there are none."""
         ...
 
-    def read(self) -> tuple[GpuSample, ...]:
-        """One sample per visible GPU."""
+    def read(self, pids: Collection[int] | None = None) -> tuple[GpuSample, ...]:
+        """One sample per visible GPU; with `pids` (the kernel's process tree), also what
+        those processes use of each GPU."""
         ...
 
     def energy_mj(self) -> tuple[int | None, ...]:
@@ -127,7 +169,7 @@ class NullGpu:
         """`no NVIDIA GPU (<reason>)`."""
         return f"no NVIDIA GPU ({self._reason})"
 
-    def read(self) -> tuple[GpuSample, ...]:
+    def read(self, pids: Collection[int] | None = None) -> tuple[GpuSample, ...]:
         """No samples."""
         return ()
 
@@ -160,6 +202,20 @@ class _Device:
     # Queries this GPU answered with NotSupported/NoPermission: asking again every tick would
     # only cost time (up to ~0.4 ms a query on old GPUs) for the same answer.
     unsupported: set[str] = field(default_factory=set)
+    # The newest per-process utilisation sample read (NVML's µs timestamp): the next query
+    # asks only for newer ones.
+    utilization_seen_us: int = 0
+
+
+def _visible_pid(pid: int) -> bool:
+    """Whether `pid` names a process in this PID namespace."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 class GpuProbe:
@@ -197,8 +253,9 @@ class GpuProbe:
             text += " (stopped answering NVML)"
         return text
 
-    def read(self) -> tuple[GpuSample, ...]:
-        """One sample per visible GPU, or () once the probe is closed or a GPU was lost.
+    def read(self, pids: Collection[int] | None = None) -> tuple[GpuSample, ...]:
+        """One sample per visible GPU, or () once the probe is closed or a GPU was lost;
+        with `pids`, each sample also says what those processes use of its GPU.
 
         Raises `GpuUnavailable`, once, when a GPU stops answering NVML.
         """
@@ -209,7 +266,11 @@ class GpuProbe:
             samples = []
             for device in self._devices:
                 try:
-                    samples.append(self._sample(device, pid))
+                    memory = self._memory_by_pid(device)
+                    sample = self._sample(device, pid, memory)
+                    if pids is not None:
+                        sample = self._tree_use(device, sample, memory, frozenset(pids))
+                    samples.append(sample)
                 except self._nvml.NVMLError as err:
                     raise self._lose(device, err) from err
             return tuple(samples)
@@ -279,7 +340,9 @@ class GpuProbe:
         value = self._query(device, "energy", self._nvml.nvmlDeviceGetTotalEnergyConsumption)
         return None if value is None else int(value)
 
-    def _sample(self, device: _Device, pid: int) -> GpuSample:
+    def _sample(
+        self, device: _Device, pid: int, by_pid: Mapping[int, int | None] | None
+    ) -> GpuSample:
         nvml = self._nvml
         rates = self._query(device, "utilization", nvml.nvmlDeviceGetUtilizationRates)
         memory = self._query(device, "memory", nvml.nvmlDeviceGetMemoryInfo)
@@ -296,16 +359,56 @@ class GpuProbe:
             power_w=None if power_mw is None else power_mw / 1000.0,
             temperature_c=None if temperature is None else float(temperature),
             sm_clock_mhz=None if clock is None else float(clock),
-            process_memory_bytes=self._process_memory(device, pid),
+            # NVML reports host PIDs: inside a container without the host's PID namespace our
+            # process is not found and this reads 0 (the tree's figures flag that case).
+            process_memory_bytes=None if by_pid is None else by_pid.get(pid, 0),
             energy_mj=self._energy(device),
         )
 
-    def _process_memory(self, device: _Device, pid: int) -> int | None:
-        """GPU memory this process holds on `device`, 0 if none, None if unknowable.
+    def _tree_use(
+        self,
+        device: _Device,
+        sample: GpuSample,
+        memory: Mapping[int, int | None] | None,
+        pids: frozenset[int],
+    ) -> GpuSample:
+        """`sample` with the tree's use of `device`: memory from the running-process lists,
+        SM utilisation from `nvmlDeviceGetProcessUtilization` (the latest sample per pid)."""
+        utilization = self._utilization_by_pid(device)
+        if memory is None and utilization is None:
+            return sample
+        listed = set(memory or ()) | set(utilization or ())
+        ours = sorted(listed & pids)
+        uses = tuple(
+            GpuProcessUse(
+                pid,
+                None if memory is None else memory.get(pid),
+                None if utilization is None else utilization.get(pid),
+            )
+            for pid in ours
+        )
+        if not ours and listed and not any(_visible_pid(other) for other in listed):
+            # Host PIDs seen from inside a container: the device's own figures, flagged.
+            return dataclasses.replace(
+                sample,
+                tree_memory_bytes=sample.memory_used_bytes,
+                tree_sm_utilization_percent=sample.utilization_percent,
+                device_level=True,
+            )
+        known_memory = [use.memory_bytes for use in uses if use.memory_bytes is not None]
+        known_sm = [
+            use.sm_utilization_percent for use in uses if use.sm_utilization_percent is not None
+        ]
+        return dataclasses.replace(
+            sample,
+            processes=uses,
+            tree_memory_bytes=None if memory is None else sum(known_memory),
+            tree_sm_utilization_percent=None if utilization is None else min(100.0, sum(known_sm)),
+        )
 
-        NVML reports host PIDs: inside a container without the host's PID namespace our
-        process is not found and this reads 0.
-        """
+    def _memory_by_pid(self, device: _Device) -> dict[int, int | None] | None:
+        """GPU memory per pid listed on `device` (compute and graphics, each MIG instance
+        once); None when neither list can be read."""
         nvml = self._nvml
         compute = self._query(
             device, "compute_processes", nvml.nvmlDeviceGetComputeRunningProcesses
@@ -315,23 +418,46 @@ class GpuProbe:
         )
         if compute is None and graphics is None:
             return None
-        # A process with both a compute and a graphics context appears in both lists with the
-        # same memory; entries differ only per MIG instance, so count each instance once.
-        per_instance: dict[tuple[object, object], int | None] = {}
+        per_instance: dict[tuple[int, object, object], int | None] = {}
         for process in (*(compute or ()), *(graphics or ())):
-            if process.pid != pid:
-                continue
             key = (
+                int(process.pid),
                 getattr(process, "gpuInstanceId", None),
                 getattr(process, "computeInstanceId", None),
             )
             used = process.usedGpuMemory
             known = per_instance.get(key)
             per_instance[key] = used if known is None else max(known, used or 0)
-        if per_instance and all(used is None for used in per_instance.values()):
-            # Windows WDDM: the driver cannot attribute memory to processes.
+        by_pid: dict[int, int | None] = {}
+        for (pid, _, _), used in per_instance.items():
+            if used is None:
+                by_pid.setdefault(pid, None)
+            else:
+                by_pid[pid] = (by_pid.get(pid) or 0) + int(used)
+        return by_pid
+
+    def _utilization_by_pid(self, device: _Device) -> dict[int, float] | None:
+        """The latest SM utilisation per pid since the previous read; None where this GPU
+        cannot say. NVML answers NotFound when no process ran in the interval."""
+        if "process_utilization" in device.unsupported:
             return None
-        return sum(int(used) for used in per_instance.values() if used is not None)
+        try:
+            found = self._nvml.nvmlDeviceGetProcessUtilization(
+                device.handle, device.utilization_seen_us
+            )
+        except self._unsupported:
+            device.unsupported.add("process_utilization")
+            return None
+        except self._nvml.NVMLError_NotFound:
+            return {}
+        latest: dict[int, tuple[int, float]] = {}
+        for entry in found:
+            stamp = int(entry.timeStamp)
+            device.utilization_seen_us = max(device.utilization_seen_us, stamp)
+            pid = int(entry.pid)
+            if pid not in latest or latest[pid][0] <= stamp:
+                latest[pid] = (stamp, float(entry.smUtil))
+        return {pid: value for pid, (_, value) in latest.items()}
 
 
 def open_gpu_probe(

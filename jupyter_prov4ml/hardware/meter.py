@@ -42,9 +42,17 @@ class EnergyMeter:
             rapl_uj=self.rapl.read_uj() if self.rapl.available else {},
         )
 
-    def end(self, start: WindowStart, samples: SampleColumns | None) -> EnergyLedger:
+    def end(
+        self,
+        start: WindowStart,
+        samples: SampleColumns | None,
+        children_cpu_time_s: float = 0.0,
+    ) -> EnergyLedger:
+        """The window's energy per device; `children_cpu_time_s`: what the kernel's child
+        processes spent in it, added to the kernel's own CPU for the CPU estimate."""
         duration_s = max(0.0, time.perf_counter() - start.perf_s)
-        cpu_time_s = max(0.0, time.process_time() - start.cpu_s)
+        cpu_time_s = max(0.0, time.process_time() - start.cpu_s) + max(0.0, children_cpu_time_s)
+        whose = "process-tree" if children_cpu_time_s > 0 else "process"
         readings: list[EnergyReading] = []
         if self.rapl.available and start.rapl_uj:
             readings += self.rapl.readings(start.rapl_uj, self.rapl.read_uj(), duration_s)
@@ -56,7 +64,7 @@ class EnergyMeter:
                     estimate_cpu_energy_j(cpu_time_s, self.config.watts_per_core),
                     "estimated",
                     duration_s,
-                    f"{cpu_time_s:.3g} process CPU-seconds × {self.config.watts_per_core:g} W "
+                    f"{cpu_time_s:.3g} {whose} CPU-seconds × {self.config.watts_per_core:g} W "
                     "per core (Green Algorithms model)",
                 )
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from jupyter_prov4ml.hardware.gpu import GpuReader, GpuSample, GpuUnavailable
+from jupyter_prov4ml.hardware.process_tree import TreeSampler, TreeTick, is_process_column
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import HardwareSummary, HostSample, SeriesSummary
 
@@ -53,6 +54,8 @@ class Tick:
     elapsed_s: float
     host: HostSample | None
     gpus: tuple[GpuSample, ...]
+    # The kernel's process tree (a %%provrun), None where it is not read.
+    tree: TreeTick | None = None
 
     def columns(self) -> dict[str, float]:
         values: dict[str, float] = {"elapsed_s": self.elapsed_s}
@@ -63,6 +66,9 @@ class Tick:
             for name in GPU_FIELDS:
                 value = getattr(gpu, name)
                 values[f"gpu{gpu.index}_{name}"] = math.nan if value is None else float(value)
+            values.update(gpu.tree_columns())
+        if self.tree is not None:
+            values.update(self.tree.columns())
         return values
 
 
@@ -122,7 +128,9 @@ class SampleColumns:
     def summary(self, interval_s: float) -> HardwareSummary:
         series = []
         for name, values in self.columns.items():
-            if name == "elapsed_s" or name.endswith("_energy_mj"):
+            # Per-process series stay in the samples file: a run's record (and its PROV
+            # document) summarises the tree's totals, never one entry per process.
+            if name == "elapsed_s" or name.endswith("_energy_mj") or is_process_column(name):
                 continue
             summary = SeriesSummary.of(values)
             if summary is not None:
@@ -140,6 +148,7 @@ class Sampler:
         notices: Notices,
         interval_s: float = DEFAULT_INTERVAL_S,
         capacity: int = DEFAULT_CAPACITY,
+        tree: TreeSampler | None = None,
     ) -> None:
         if not interval_s > 0:
             raise ValueError("the sampling interval must be positive")
@@ -147,6 +156,7 @@ class Sampler:
         self.samples = SampleColumns(capacity)
         self._host: HostSource | None = host
         self._gpu: GpuReader | None = gpu if gpu.available else None
+        self._tree = tree
         self._notices = notices
         # (callback, what the user loses if it fails)
         self._subscribers: list[tuple[Callable[[Tick], None], str]] = []
@@ -195,6 +205,11 @@ class Sampler:
             except Exception as error:  # noqa: BLE001
                 self._notices.warn("sampler", f"host sampling unavailable ({error!r})")
                 self._host = None
+        if self._tree is not None:
+            try:
+                self._tree.prime()
+            except Exception as error:  # noqa: BLE001 - see above
+                self._tree_lost(error)
         # Deadlines are absolute so the rate does not drift by the cost of each tick; a tick
         # that overran moves on to the next deadline instead of bursting to catch up.
         deadline = self._t0
@@ -210,7 +225,10 @@ class Sampler:
 
     def _tick(self) -> None:
         elapsed_s = time.perf_counter() - self._t0
-        tick = Tick(elapsed_s, self._read_host(elapsed_s), self._read_gpus())
+        host = self._read_host(elapsed_s)
+        tree = self._read_tree()
+        gpus = self._read_gpus(tree.reading.pids() if tree is not None else None)
+        tick = Tick(elapsed_s, host, gpus, tree)
         self.latest = tick
         self.samples.append(tick.columns())
         for subscriber in tuple(self._subscribers):
@@ -234,11 +252,27 @@ class Sampler:
         self._host_failures = 0
         return sample
 
-    def _read_gpus(self) -> tuple[GpuSample, ...]:
+    def _read_tree(self) -> TreeTick | None:
+        if self._tree is None:
+            return None
+        try:
+            return self._tree.tick()
+        except Exception as error:  # noqa: BLE001 - see _run
+            self._tree_lost(error)
+            return None
+
+    def _tree_lost(self, error: Exception) -> None:
+        self._notices.warn(
+            "process-tree",
+            f"child processes are not sampled ({error!r}); the kernel's own figures are",
+        )
+        self._tree = None
+
+    def _read_gpus(self, pids: frozenset[int] | None) -> tuple[GpuSample, ...]:
         if self._gpu is None:
             return ()
         try:
-            return self._gpu.read()
+            return self._gpu.read(pids)
         except GpuUnavailable as lost:
             self._notices.warn("gpu", f"GPU sampling stopped: {lost}; the run is still saved")
         except Exception as error:  # noqa: BLE001 - see _run

@@ -7,6 +7,7 @@ cell hooks on load, and removes exactly those on unload.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import getpass
 import os
 import secrets
@@ -17,8 +18,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from jupyter_prov4ml.capture.data_inputs import describe_input
 from jupyter_prov4ml.capture.environment import captured_environment
+from jupyter_prov4ml.capture.injected import InjectedParameters
 from jupyter_prov4ml.capture.metrics import MetricError
+from jupyter_prov4ml.capture.models import ModelError, describe_model, save_model
 from jupyter_prov4ml.capture.progress import CHECKPOINT_PERIOD_S
 from jupyter_prov4ml.capture.recorder import Recorder
 from jupyter_prov4ml.capture.run_capture import RunCapture, artifact_name_ok
@@ -27,10 +31,13 @@ from jupyter_prov4ml.hardware.gpu import open_gpu_probe
 from jupyter_prov4ml.hardware.host import host_facts, open_host_reader
 from jupyter_prov4ml.hardware.meter import EnergyMeter
 from jupyter_prov4ml.identity import notebook_path
+from jupyter_prov4ml.kernel.context_probe import ContextProbe
 from jupyter_prov4ml.kernel.shutdown_hook import KernelShutdownHook
 from jupyter_prov4ml.notices import Notices
-from jupyter_prov4ml.records import SessionInfo
+from jupyter_prov4ml.records import RunContext, SessionInfo
+from jupyter_prov4ml.redaction import is_secret_name
 from jupyter_prov4ml.settings import EnergyConfig, Settings
+from jupyter_prov4ml.store.files import make_private_dirs
 from jupyter_prov4ml.store.guard import private_fallback, store_problems
 from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.recovery import recover_store
@@ -38,7 +45,8 @@ from jupyter_prov4ml.store.writer import StoreWriter
 from jupyter_prov4ml.views.lineage_graph import SessionLineage
 
 if TYPE_CHECKING:
-    from jupyter_prov4ml.records import Artifact
+    from jupyter_prov4ml.cluster.cluster_capture import ClusterCapture
+    from jupyter_prov4ml.records import Artifact, DataInput, ModelSummary, Param
 
 T = TypeVar("T")
 
@@ -107,10 +115,20 @@ class ProvExtension:
         self.checkpoint_period_s = CHECKPOINT_PERIOD_S
         # How many %%provrun cells are running (a body may hold another one).
         self.provrun_depth = 0
+        # The running %%provrun's Dask capture, which a Client created in its body finds
+        # through the client preload (cluster/client_preload.py).
+        self.cluster_capture: ClusterCapture | None = None
         self._hook_failures = 0
         self._begin_ok = True
         self._shutdown_hook = KernelShutdownHook(shell, self.close_writer)
         self._magics: Any = None
+        # papermill's injected parameters, read from the session's input history.
+        self.injected = InjectedParameters()
+        # The package list and git state, read once in the background: started when the
+        # cell that loaded us has ended (started during the load, it made it ~80 ms slower).
+        self.context_probe = ContextProbe(
+            self.session.session_id, _notebook_folder(self.notebook_path), self.notices
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -164,7 +182,7 @@ class ProvExtension:
     def store_for_reading(self) -> Store:
         """The store, with what this kernel has queued written first, so a listing or a
         lookup sees this session's own latest runs."""
-        self.writer.flush(session_document=False)
+        self.writer.flush()
         return self.store
 
     def banner(self) -> str:
@@ -299,6 +317,72 @@ class ProvExtension:
             self.notices.warn(f"artifact:{path!r:.60}", f"log_artifact({path!r:.60}): {error}")
         return None
 
+    def api_log_model(self, model: Any, name: Any, save: bool) -> ModelSummary | None:
+        capture = self._capture_or_warn("log_model")
+        window = self.recorder.current
+        if capture is None or window is None:
+            return None
+        if not artifact_name_ok(name):
+            self.notices.warn("model-name", f"log_model: bad name {_shown(name)}; skipped")
+            return None
+        taken = [m.name for m in capture.models]
+        chosen = capture.unique_name(name or type(model).__name__, taken)
+        try:
+            summary = describe_model(model, chosen)
+            if save:
+                folder = self.store.session_dir(self.session.session_id) / "runs"
+                folder = folder / f"{window.run_id}.artifacts"
+                make_private_dirs(folder, self.store.modes)
+                path = save_model(model, folder, safe_file_name(chosen))
+                # The framework's saver honours the umask; the store's files are private.
+                os.chmod(path, self.store.modes.file)
+                artifact = capture.log_artifact(path, path.name, path)
+                summary = dataclasses.replace(summary, artifact_sha256=artifact.sha256)
+        # The user's model (its own methods), a framework's saver, or the disk: one line.
+        except (ModelError, OSError) as error:
+            self.notices.warn(f"model:{chosen}", f"log_model({chosen!r}): {error}; skipped")
+            return None
+        except Exception as error:  # noqa: BLE001
+            self.notices.warn(f"model:{chosen}", f"log_model({chosen!r}) failed ({error!r})")
+            return None
+        capture.models.append(summary)
+        return summary
+
+    def api_log_input(self, obj: Any, name: Any) -> DataInput | None:
+        capture = self._capture_or_warn("log_input")
+        if capture is None:
+            return None
+        if not artifact_name_ok(name):
+            self.notices.warn("input-name", f"log_input: bad name {_shown(name)}; skipped")
+            return None
+        try:
+            summary = describe_input(obj, name)
+        except OSError as error:
+            self.notices.warn(f"input:{_shown(obj)}", f"log_input({_shown(obj)}): {error}")
+            return None
+        except Exception as error:  # noqa: BLE001 - the user's object's own methods
+            self.notices.warn(f"input:{_shown(obj)}", f"log_input failed ({error!r}); skipped")
+            return None
+        taken = [i.name for i in capture.inputs]
+        summary = dataclasses.replace(summary, name=capture.unique_name(summary.name, taken))
+        if is_secret_name(summary.name):
+            # A credential's file (`api_key.txt`) leaves no hash behind, as redaction says.
+            summary = dataclasses.replace(summary, sha256=None, hash_method="redacted")
+        capture.inputs.append(summary)
+        return summary
+
+    def injected_params(self) -> tuple[Param, ...]:
+        """papermill's injected parameters in this session so far (none outside papermill)."""
+        history = getattr(getattr(self.shell, "history_manager", None), "input_hist_raw", None)
+        return self.injected.update(history) if isinstance(history, list) else ()
+
+    def run_context(self) -> RunContext:
+        """The context of a run ending now: packages, imported versions, git, CUDA."""
+        drivers = [(gpu.driver_version, gpu.cuda_driver_version) for gpu in self.gpu.devices]
+        if not self.context_probe.started:  # loaded outside a cell, no cell ended since
+            self.context_probe.start()
+        return self.context_probe.context(self.store, sys.modules, drivers)
+
     def _capture_or_warn(self, what: str) -> RunCapture | None:
         capture = self.current_capture()
         if capture is None:
@@ -323,6 +407,8 @@ class ProvExtension:
 
     def post_run_cell(self, result: Any) -> None:
         try:
+            if not self.context_probe.started:
+                self.context_probe.start()
             self.recorder.end(result)
             if self._begin_ok:
                 self._hook_failures = 0
@@ -350,6 +436,21 @@ class ProvExtension:
             self._unregister_hooks()
         else:
             self.notices.warn("hook", f"a cell was not recorded ({error!r})")
+
+
+def _notebook_folder(path: str | None) -> Path:
+    """Where the notebook lives (for git): its folder, else the working directory."""
+    if path:
+        folder = (Path.cwd() / path).parent
+        if folder.is_dir():
+            return folder
+    return Path.cwd()
+
+
+def safe_file_name(name: str) -> str:
+    """`name` as a file name in the store: no separators, no leading dot."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+    return cleaned[:100] or "model"
 
 
 def _unregister_magics(shell: Any, magics: Any) -> None:

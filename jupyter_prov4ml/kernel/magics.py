@@ -117,7 +117,9 @@ class ProvMagics(Magics):
         )
         captured = run_captured(self.extension, options, cell)
         if captured is not None:
-            summary = RunSummary(captured.run, captured.latest_metrics, captured.stale_inputs)
+            summary = RunSummary(
+                captured.run, captured.latest_metrics, captured.stale_inputs, captured.curves
+            )
             document = captured.document if options.graph else None
             show_finished_run(summary, document, self.extension.notices)
 
@@ -126,19 +128,48 @@ class ProvMagics(Magics):
         "command",
         nargs="?",
         default="status",
-        choices=["status", "list", "show", "diff", "stale", "graph", "flush", "config"],
+        choices=[
+            "status",
+            "list",
+            "show",
+            "diff",
+            "stale",
+            "graph",
+            "flush",
+            "config",
+            "verify",
+            "annotate",
+            "tag",
+            "note",
+            "plot",
+            "compare",
+            "energy",
+        ],
         help="what to do (default: status)",
     )
     @argument(
         "args",
         nargs="*",
-        help="RUN_ID for show; RUN_A RUN_B for diff; for config: `store PATH`, "
+        help="RUN_ID for show; RUN_A RUN_B for diff; RUN … for plot and compare; "
+        "RUN NAME… for tag; RUN TEXT for note; for config: `store PATH`, "
         "`carbon-intensity G_PER_KWH` or `cpu-watts-per-core WATTS`",
     )
     @argument("--last", type=_count, default=None, metavar="N", help="list only the last N runs")
     @argument("--kind", choices=["cell", "provrun"], default=None, help="list only this kind")
     @argument("--name", default=None, metavar="X", help="list only runs named X (glob: base*)")
     @argument("--failed", action="store_true", help="list only runs that did not end ok")
+    @argument("--tag", default=None, metavar="TAG", help="list only runs tagged TAG")
+    @argument("--remove", action="store_true", help="tag: remove the tags instead")
+    @argument("--full", action="store_true", help="show/graph: every node, nothing folded")
+    @argument("--metric", default=None, metavar="NAME", help="plot/energy: this metric")
+    @argument("--context", default=None, metavar="C", help="plot/energy: this context only")
+    @argument("--x", choices=["step", "time"], default="step", help="plot: the x axis")
+    @argument(
+        "--group-by",
+        default=None,
+        metavar="PARAM",
+        help="plot: runs differing only in PARAM (e.g. seed) drawn as mean ± sd",
+    )
     @argument(
         "--all",
         action="store_true",
@@ -148,7 +179,7 @@ class ProvMagics(Magics):
     @line_magic
     def prov(self, line: str) -> Any:
         """Browse and manage provenance: status, list, show RUN, diff A B, stale, graph, flush,
-        config."""
+        config; verify and annotate the open notebook; tag RUN NAME…, note RUN TEXT."""
         if ("$" in line or "{" in line) and len(line) <= MAX_EXPANDED_LINE_CHARS:
             line = self.extension.shell.var_expand(line, _LINE_EXPANSION_DEPTH)
         args = parsed_line(self.prov, line)
@@ -162,7 +193,9 @@ class ProvMagics(Magics):
             from jupyter_prov4ml.store.index import RunQuery
             from jupyter_prov4ml.views.run_table import run_table
 
-            query = RunQuery(kind=args.kind, name=args.name, failed=args.failed, last=args.last)
+            query = RunQuery(
+                kind=args.kind, name=args.name, failed=args.failed, last=args.last, tag=args.tag
+            )
             newest = None if args.all else NOTEBOOK_LIST_LIMIT
             return run_table(ext.store_for_reading(), query, newest=newest, wide=True)
         elif args.command == "diff":
@@ -184,7 +217,7 @@ class ProvMagics(Magics):
             except LookupError as error:
                 raise UsageError(str(error)) from None
             try:
-                show_stored_run(stored)
+                show_stored_run(stored, full=args.full)
             # What the store holds may be damaged (a truncated PROV document, a record edited
             # by hand): say so in one line rather than with a traceback in the notebook.
             except Exception as error:  # noqa: BLE001
@@ -195,7 +228,40 @@ class ProvMagics(Magics):
         elif args.command == "stale":
             return ext.session_lineage().report()
         elif args.command == "graph":
-            return ProvGraph.from_dot(ext.session_lineage().dot(args.last))
+            return ProvGraph.from_dot(ext.session_lineage().dot(args.last, full=args.full))
+        elif args.command == "verify":
+            from jupyter_prov4ml.kernel.store_actions import verify_open_notebook
+
+            return verify_open_notebook(ext)
+        elif args.command == "annotate":
+            from jupyter_prov4ml.kernel.store_actions import annotate_open_notebook
+
+            print(annotate_open_notebook(ext))
+        elif args.command == "tag":
+            from jupyter_prov4ml.kernel.store_actions import tag_run
+
+            print(tag_run(ext, args.args, args.remove))
+        elif args.command == "note":
+            from jupyter_prov4ml.kernel.store_actions import note_run
+
+            print(note_run(ext, args.args))
+        elif args.command in ("plot", "compare", "energy"):
+            from jupyter_prov4ml.views.run_views import run_view
+
+            try:
+                return run_view(
+                    ext.store_for_reading(),
+                    args.command,
+                    args.args,
+                    metric=args.metric,
+                    context=args.context,
+                    x=args.x,
+                    group_by=args.group_by,
+                    name=args.name,
+                    notebook_path=ext.notebook_path,
+                )
+            except LookupError as error:
+                raise UsageError(str(error.args[0] if error.args else error)) from None
         elif args.command == "config":
             self._config(args.args)
         return None

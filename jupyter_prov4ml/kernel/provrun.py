@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from jupyter_prov4ml.capture.params import literal_assignments, merge_params
 from jupyter_prov4ml.capture.progress import Checkpointer
 from jupyter_prov4ml.capture.recorder import OpenWindow, link_fields, result_error, status_of
 from jupyter_prov4ml.capture.run_capture import RunSeries, StepContext, finish_steps
+from jupyter_prov4ml.capture.seeds import SeedWatch, randomness_of
+from jupyter_prov4ml.cluster.cluster_capture import ClusterCapture
+from jupyter_prov4ml.cluster.cluster_figures import ClusterResult
 from jupyter_prov4ml.hardware.sampler import DEFAULT_INTERVAL_S, Sampler
+from jupyter_prov4ml.kernel.child_processes import ChildProcesses
 from jupyter_prov4ml.records import CellRun, Param, Status
+from jupyter_prov4ml.views.cluster_summary import live_worker_rows
 from jupyter_prov4ml.views.live_monitor import LiveMonitor, live_view_supported
+from jupyter_prov4ml.views.run_summary import summary_curves
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -39,6 +46,8 @@ class CapturedRun:
     document: Future[ProvDocument]
     latest_metrics: tuple[tuple[str, str, float], ...] = ()
     stale_inputs: tuple[str, ...] = ()
+    # Each metric's points thinned for the summary's small curves (name, context, values).
+    curves: tuple[tuple[str, str, tuple[float, ...]], ...] = ()
 
 
 def run_captured(ext: ProvExtension, options: ProvrunOptions, body: str) -> CapturedRun | None:
@@ -80,6 +89,9 @@ class _Capturing:
     energy_start: WindowStart
     sampler: Sampler
     monitor: LiveMonitor | None
+    seeds: SeedWatch
+    cluster: ClusterCapture | None = None
+    children: ChildProcesses | None = None
 
 
 def _run_in_window(
@@ -132,7 +144,9 @@ def _start(
     ext: ProvExtension, options: ProvrunOptions, body: str, window: OpenWindow
 ) -> _Capturing:
     shell = ext.shell
-    params = merge_params(list(options.params), literal_assignments(body))
+    # papermill's injected values first: the line and the body say what this run changed.
+    injected = ext.injected_params()
+    params = merge_params(list(injected), list(options.params), literal_assignments(body))
     ext.writer.opened(
         window,
         "provrun",
@@ -145,7 +159,10 @@ def _start(
     )
     capture = window.capture = window.capture or ext.new_capture()
     energy_start = ext.meter.begin()
-    sampler = Sampler(ext.host_reader, ext.gpu, ext.notices, options.interval_s)
+    children = ChildProcesses.begin(ext, window.run_id)
+    sampler = Sampler(
+        ext.host_reader, ext.gpu, ext.notices, options.interval_s, tree=children.sampler()
+    )
     # Subscribed first: the journal matters more than the view, and is cheap.
     checkpointer = Checkpointer(
         window.run_id,
@@ -164,7 +181,18 @@ def _start(
         monitor.watch(capture)
         sampler.subscribe(monitor.on_tick)
     sampler.start()
-    return _Capturing(params, capture, energy_start, sampler, monitor)
+    # Never raises: a Dask cluster's failure costs the run only its cluster figures.
+    ext.cluster_capture = ClusterCapture.begin(window.run_id, ext.notices.warn)
+    if monitor is not None:
+        latest, watts = ext.cluster_capture.latest_samples, ext.meter.config.watts_per_core
+        monitor.watch_cluster(lambda: live_worker_rows(latest, watts))
+    children.lend_spool(ext)
+    # Last: nothing after it can fail and leave the seeding functions wrapped.
+    seeds = SeedWatch()
+    seeds.start(sys.modules)
+    return _Capturing(
+        params, capture, energy_start, sampler, monitor, seeds, ext.cluster_capture, children
+    )
 
 
 def _finish(
@@ -176,13 +204,17 @@ def _finish(
     outer: Any,
 ) -> CapturedRun:
     sampler, capture = capturing.sampler, capturing.capture
+    capturing.seeds.stop()
     samples = sampler.stop()
-    energy = ext.meter.end(capturing.energy_start, samples)
+    cluster = _cluster_result(ext, capturing)
+    children = capturing.children
+    children_cpu_s = children.finish(ext, capture) if children is not None else None
+    energy = ext.meter.end(capturing.energy_start, samples, children_cpu_s or 0.0)
     steps = finish_steps(
         capture,
         StepContext(samples, sampler.t0_ns, len(ext.gpu.devices), ext.meter.config),
     )
-    outcome = _Outcome.of(ext, error, outer)
+    outcome = _Outcome.of(ext, error, outer, capture)
     links = ext.recorder.link(window, outcome.execution_count, outcome.status == "ok")
     run = _close(
         ext,
@@ -197,14 +229,23 @@ def _finish(
         loops=steps.loops,
         artifacts=tuple(capture.artifacts),
         **link_fields(links),
+        **_context_fields(ext, capturing),
+        **cluster.record_fields(),
     )
+    if children_cpu_s is not None:
+        # The run's CPU is its process tree's; the kernel's own share stays beside it.
+        run = replace(
+            run, cpu_time_s=run.cpu_time_s + children_cpu_s, kernel_cpu_time_s=run.cpu_time_s
+        )
     watts = ext.meter.config.watts_per_core
-    future = ext.writer.submit_run(run, RunSeries(capture.metrics, samples, steps.raw, watts))
+    series = RunSeries(capture.metrics, samples, steps.raw, watts, cluster.task_columns)
+    future = ext.writer.submit_run(run, series)
     if capturing.monitor is not None:
         capturing.monitor.freeze(run, sampler.latest)
     latest = tuple((name, context, last) for name, context, last, _ in capture.metrics.latest())
     stale = tuple(ext.recorder.lineage.stale_inputs(run.reads)) if links is not None else ()
-    return CapturedRun(run, future, latest, stale)
+    curves = summary_curves(capture.metrics)
+    return CapturedRun(run, future, latest, stale, curves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +257,11 @@ class _Outcome:
     execution_count: int | None
 
     @classmethod
-    def of(cls, ext: ProvExtension, error: BaseException | None, outer: Any) -> _Outcome:
-        status, error_type = status_of(error)
+    def of(
+        cls, ext: ProvExtension, error: BaseException | None, outer: Any, capture: RunCapture
+    ) -> _Outcome:
+        # A framework's own report (integrations/) can say more than the body's error.
+        status, error_type = capture.outcome(*status_of(error))
         count = getattr(outer, "execution_count", None) or ext.shell.execution_count
         return cls(status, error_type, count)
 
@@ -254,12 +298,43 @@ def _finish_plainly(
     """The run without what failed to finish (hardware, energy, steps, lineage): its status,
     parameters, samples and metrics as far as they go."""
     try:
+        capturing.seeds.stop()
         capturing.sampler.stop()
-        run = _close(ext, options, window, capturing, _Outcome.of(ext, error, outer))
+        if capturing.children is not None:
+            capturing.children.finish(ext, capturing.capture)
+        if capturing.cluster is not None:
+            ext.cluster_capture = None
+            capturing.cluster.close()
+        outcome = _Outcome.of(ext, error, outer, capturing.capture)
+        run = _close(ext, options, window, capturing, outcome)
         series = RunSeries(capturing.capture.metrics, capturing.sampler.samples)
         return CapturedRun(run, ext.writer.submit_run(run, series))
     except Exception:  # noqa: BLE001 - already told once; the cell stays a plain cell
         return None
+
+
+def _cluster_result(ext: ProvExtension, capturing: _Capturing) -> ClusterResult:
+    """The run's Dask cluster figures (empty without one); never raises."""
+    cluster, ext.cluster_capture = capturing.cluster, None
+    return cluster.finish(ext.meter.config) if cluster is not None else ClusterResult()
+
+
+def _context_fields(ext: ProvExtension, capturing: _Capturing) -> dict[str, Any]:
+    """The run's context, randomness, models and data inputs (each optional: what failed is
+    told once and left out, the run is recorded all the same)."""
+    fields: dict[str, Any] = {
+        "models": tuple(capturing.capture.models),
+        "inputs": tuple(capturing.capture.inputs),
+    }
+    try:
+        fields["randomness"] = randomness_of(capturing.seeds.calls, sys.modules)
+    except Exception as error:  # noqa: BLE001
+        ext.notices.warn("randomness", f"the run's seeds were not recorded ({error!r})")
+    try:
+        fields["context"] = ext.run_context()
+    except Exception as error:  # noqa: BLE001
+        ext.notices.warn("context", f"the run's environment was not recorded ({error!r})")
+    return fields
 
 
 def _live_monitor(ext: ProvExtension, options: ProvrunOptions) -> LiveMonitor | None:

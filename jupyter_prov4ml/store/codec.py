@@ -23,22 +23,30 @@ from jupyter_prov4ml.records import (
     Artifact,
     CellRef,
     CellRun,
+    DaskClusterRecord,
     DataFile,
+    DataInput,
     EnergyLedger,
     EnergyReading,
+    GitState,
     HardwareSummary,
     LoopStep,
     LoopSummary,
     MetricSummary,
+    ModelSummary,
     Param,
+    Randomness,
+    RunContext,
+    SeedCall,
     SeriesSummary,
     SessionInfo,
+    TaskGroupRecord,
     VariableSummary,
+    WorkerRecord,
 )
 
 if TYPE_CHECKING:
     from jupyter_prov4ml.capture.recorder import ClosedCell
-    from jupyter_prov4ml.lineage.links import Links
 
 # Kept for callers that name it so: the journal's JSON rule is `notation.strict_json`.
 jsonable = strict_json
@@ -59,8 +67,12 @@ def plain(value: Any) -> Any:
     return value
 
 
+# One encoder for every journal line: `json.dumps` with options builds a new one per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def encode_line(event: str, payload: dict[str, Any]) -> str:
-    return json.dumps({"event": event, **payload}, separators=(",", ":"), allow_nan=False) + "\n"
+    return _ENCODE({"event": event, **payload}) + "\n"
 
 
 def run_to_dict(run: CellRun) -> dict[str, Any]:
@@ -96,7 +108,75 @@ def run_from_dict(data: dict[str, Any]) -> CellRun:
         variables=tuple(VariableSummary(**v) for v in data.get("variables", ())),
         informed_by=tuple((run, tuple(names)) for run, names in data.get("informed_by", ())),
         derived_from_sha256=data.get("derived_from_sha256"),
+        # Added later: journals written before have none of these keys.
+        context=_context_from_dict(data["context"]) if data.get("context") else None,
+        randomness=_randomness_from_dict(data["randomness"]) if data.get("randomness") else None,
+        models=tuple(_model_from_dict(m) for m in data.get("models", ())),
+        inputs=tuple(_input_from_dict(i) for i in data.get("inputs", ())),
+        kernel_cpu_time_s=_optional_seconds(data.get("kernel_cpu_time_s")),
+        cluster=DaskClusterRecord(**data["cluster"]) if data.get("cluster") else None,
+        workers=tuple(_worker_from_dict(w) for w in data.get("workers", ())),
+        task_groups=tuple(_task_group_from_dict(g) for g in data.get("task_groups", ())),
     )
+
+
+def _worker_from_dict(data: dict[str, Any]) -> WorkerRecord:
+    energy = data.get("energy")
+    return WorkerRecord(
+        **{
+            **data,
+            "energy": _energy_from_dict(energy) if energy else None,
+            "gpu_uuids": tuple(data.get("gpu_uuids", ())),
+        }
+    )
+
+
+def _task_group_from_dict(data: dict[str, Any]) -> TaskGroupRecord:
+    return TaskGroupRecord(**{**data, "workers": tuple(data.get("workers", ()))})
+
+
+def _optional_seconds(value: Any) -> float | None:
+    """A duration from a journal line (None when absent); raises TypeError for one that is
+    not a number, as every decoder here does for a damaged line."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"a duration is a number, not {type(value).__name__}")
+    return float(value)
+
+
+def _context_from_dict(data: dict[str, Any]) -> RunContext:
+    git = data.get("git")
+    return RunContext(
+        packages_sha256=data.get("packages_sha256"),
+        packages_relpath=data.get("packages_relpath"),
+        packages_count=data.get("packages_count", 0),
+        imported=tuple((str(n), str(v)) for n, v in data.get("imported", ())),
+        git=GitState(**git) if git else None,
+        accelerator=tuple((str(n), str(v)) for n, v in data.get("accelerator", ())),
+    )
+
+
+def _randomness_from_dict(data: dict[str, Any]) -> Randomness:
+    return Randomness(
+        seeds=tuple(SeedCall(**seed) for seed in data.get("seeds", ())),
+        torch_initial_seed=data.get("torch_initial_seed"),
+        torch_deterministic_algorithms=data.get("torch_deterministic_algorithms"),
+        cudnn_deterministic=data.get("cudnn_deterministic"),
+        cudnn_benchmark=data.get("cudnn_benchmark"),
+    )
+
+
+def _model_from_dict(data: dict[str, Any]) -> ModelSummary:
+    tuples = ("dtypes", "devices", "layers")
+    values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+    return ModelSummary(**values)
+
+
+def _input_from_dict(data: dict[str, Any]) -> DataInput:
+    tuples = ("columns", "dtypes", "shape")
+    values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+    return DataInput(**values)
 
 
 def session_to_dict(info: SessionInfo) -> dict[str, Any]:
@@ -113,52 +193,102 @@ def session_from_dict(data: dict[str, Any]) -> SessionInfo:
     return SessionInfo(**values)
 
 
-def links_payload(links: Links | None) -> dict[str, Any]:
-    """The journal form of a record's lineage fields, as `run_to_dict` writes them."""
-    if links is None:
-        return {}
-    return {
-        "reads": list(links.reads),
-        "variables": [
-            {
-                "name": v.name,
-                "type_name": v.type_name,
-                "description": v.description,
-                "value_sha256": v.value_sha256,
-            }
-            for v in links.variables
-        ],
-        "informed_by": [[run, list(names)] for run, names in links.informed_by],
-        "derived_from_sha256": links.derived_from_sha256,
-    }
+# A plain cell's close line, compact: most of a notebook's cells are plain and short, and this
+# line is what each of them costs on disk. Keys are short and defaults are left out; what is the
+# same for every cell of a session (its id, the notebook's path) is in the journal's session
+# line; run ids of the session are their sequence numbers; durations are exact nanoseconds.
+CELL_EVENT = "cell"
 
 
-def closed_cell_to_dict(
-    cell: ClosedCell, session_id: str, notebook_path: str | None, source: str
-) -> dict[str, Any]:
-    """The journal form of a plain cell, straight from the hook's raw facts: what
-    `run_to_dict(build_run(...))` gives for it (a test holds the two equal), without
-    building the record first — this runs for every executed cell. `source`: redacted."""
-    window = cell.window
-    wall_s = (cell.ended_perf_ns - window.started_perf_ns) / 1e9
+def cell_entry(cell: ClosedCell, session_id: str, source: str) -> dict[str, Any]:
+    """The compact journal entry of a plain cell that ended (`source`: redacted)."""
+    prefix = f"{session_id}-"
+    entry: dict[str, Any] = {"event": CELL_EVENT, "n": _short_id(cell.run_id, prefix)}
+    entry["sha"] = cell.sha256
+    entry["src"] = source
+    if cell.cell_id is not None:
+        entry["id"] = cell.cell_id
+    if cell.execution_count is not None:
+        entry["ec"] = cell.execution_count
+    entry["t"] = cell.started_unix_s
+    entry["w"] = cell.wall_ns
+    entry["c"] = cell.cpu_ns
+    if cell.status != "ok":
+        entry["st"] = cell.status
+    if cell.error_type is not None:
+        entry["et"] = cell.error_type
+    if cell.reads:
+        entry["r"] = cell.reads
+    if cell.variables:
+        entry["v"] = [v if v[3] is not None else v[:3] for v in cell.variables]
+    if cell.informed_by:
+        entry["ib"] = [(_short_id(run, prefix), names) for run, names in cell.informed_by]
+    if cell.derived_from_sha256 is not None:
+        entry["df"] = cell.derived_from_sha256
+    return entry
+
+
+def encode_entry(entry: dict[str, Any]) -> str:
+    """A journal line of an entry that already holds its `event`."""
+    return _ENCODE(entry) + "\n"
+
+
+def _short_id(run_id: str, prefix: str) -> int | str:
+    if run_id.startswith(prefix):
+        tail = run_id[len(prefix) :]
+        if len(tail) == 5 and tail.isascii() and tail.isdigit():
+            return int(tail)
+    return run_id
+
+
+def cell_run_id(short: Any, session_id: str) -> str:
+    """A run id as a compact line writes it: a sequence number of `session_id`, or whole."""
+    if type(short) is int and 0 <= short < 100_000:
+        return f"{session_id}-{short:05d}"
+    if isinstance(short, str):
+        return short
+    raise TypeError(f"not a run id: {short!r:.40}")
+
+
+def expand_cell(entry: Mapping[str, Any], session_id: str, notebook_path: Any) -> dict[str, Any]:
+    """The record (`run_to_dict`'s form) of a compact cell line of the session `session_id`;
+    raises KeyError, TypeError or ValueError for a line that is not one."""
+    started = entry["t"]
+    wall_ns, cpu_ns = entry["w"], entry["c"]
+    if not (type(wall_ns) is int and type(cpu_ns) is int and type(started) in (int, float)):
+        raise TypeError("a cell's times are numbers")
+    wall_s = wall_ns / 1e9
     return {
-        "run_id": window.run_id,
+        "run_id": cell_run_id(entry["n"], session_id),
         "session_id": session_id,
         "kind": "cell",
         "cell": {
-            "sha256": window.sha256,
-            "source": source,
-            "cell_id": window.cell_id,
-            "execution_count": cell.execution_count,
+            "sha256": entry["sha"],
+            "source": entry["src"],
+            "cell_id": entry.get("id"),
+            "execution_count": entry.get("ec"),
             "notebook_path": notebook_path,
         },
-        "started_at_unix_s": window.started_unix_s,
-        "ended_at_unix_s": window.started_unix_s + wall_s,
+        "started_at_unix_s": started,
+        "ended_at_unix_s": started + wall_s,
         "wall_time_s": wall_s,
-        "cpu_time_s": (cell.ended_cpu_ns - window.started_cpu_ns) / 1e9,
-        "status": cell.status,
-        "error_type": cell.error_type,
-        **links_payload(cell.links),
+        "cpu_time_s": cpu_ns / 1e9,
+        "status": entry.get("st", "ok"),
+        "error_type": entry.get("et"),
+        "reads": list(entry.get("r", ())),
+        "variables": [
+            {
+                "name": v[0],
+                "type_name": v[1],
+                "description": v[2],
+                "value_sha256": v[3] if len(v) > 3 else None,
+            }
+            for v in entry.get("v", ())
+        ],
+        "informed_by": [
+            [cell_run_id(run, session_id), list(names)] for run, names in entry.get("ib", ())
+        ],
+        "derived_from_sha256": entry.get("df"),
     }
 
 

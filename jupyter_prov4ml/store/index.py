@@ -21,22 +21,24 @@ import operator
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from jupyter_prov4ml.identity import valid_id
 from jupyter_prov4ml.notation import iso_utc, utf8_safe
 from jupyter_prov4ml.records import CellRef, CellRun, ParamValue
 from jupyter_prov4ml.settings import PRIVATE, StoreModes
-from jupyter_prov4ml.store.codec import run_from_dict, session_from_dict
+from jupyter_prov4ml.store.codec import CELL_EVENT, cell_run_id, run_from_dict, session_from_dict
 from jupyter_prov4ml.store.files import open_store_file
+from jupyter_prov4ml.store.journal import MAX_LINE_BYTES
 
 T = TypeVar("T")
 # The most runs or executions a `--last N` may ask for (SQLite integers are 64-bit).
 MAX_COUNT = 10**12
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 BUSY_TIMEOUT_S = 10.0
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -65,9 +67,11 @@ CREATE TABLE IF NOT EXISTS runs (
     cpu_time_s REAL NOT NULL,
     energy_j REAL,                     -- total over devices; NULL when nothing was measured
     params_json TEXT,                  -- {"name": value, ...}, NULL without parameters
-    prov_path TEXT                     -- relative to the store
+    prov_path TEXT,                    -- relative to the store
+    line_offset INTEGER                -- where its compact journal line starts (plain cells)
 );
--- Full records apart, so that listing reads small rows.
+-- Full records apart, so that listing reads small rows. A plain cell has none: its compact
+-- journal line is read at `line_offset` (a copy here would double what each cell costs).
 CREATE TABLE IF NOT EXISTS records (
     run_id TEXT PRIMARY KEY,
     record_json TEXT NOT NULL          -- the journal's `close` line
@@ -79,11 +83,11 @@ CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at_unix_s, run_id);
 _ROW_COLUMNS = (
     "run_id, journal, session_id, kind, name, cell_sha256, cell_id, execution_count, "
     "notebook_path, status, error_type, started_at_unix_s, started_at, duration_s, cpu_time_s, "
-    "energy_j, params_json, prov_path"
+    "energy_j, params_json, prov_path, line_offset"
 )
 # An upsert that keeps a known document path when a record is journaled again without one.
 _UPSERT_RUN = (
-    f"INSERT INTO runs ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 18)}) "
+    f"INSERT INTO runs ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 19)}) "
     "ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(
         f"{c} = excluded.{c}"
@@ -178,6 +182,7 @@ class RunQuery:
     name: str | None = None  # a glob pattern (`*`, `?`, `[...]`); exact when it has none
     failed: bool = False  # only runs whose status is not `ok`
     last: int | None = None
+    tag: str | None = None  # only runs with this tag (store/annotations.py)
 
     def __post_init__(self) -> None:
         if self.last is not None and not (
@@ -195,6 +200,9 @@ class RunQuery:
             args.append(self.name)
         if self.failed:
             clauses.append("status != 'ok'")
+        if self.tag is not None:
+            clauses.append("run_id IN (SELECT run_id FROM temp.run_tags WHERE tag = ?)")
+            args.append(self.tag)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
@@ -259,7 +267,47 @@ def row_of_record(
         energy_j,
         json.dumps({p["name"]: p["value"] for p in params}) if params else None,
         _text(prov_path, optional=True),
+        None,  # its line is kept whole here, in `records`
         record_json,  # a journal line: json.dumps wrote it as ASCII
+    )
+
+
+def row_of_cell(
+    journal: str, entry: dict[str, Any], session_id: str, notebook_path: Any, offset: int
+) -> tuple[Any, ...]:
+    """The index row of a plain cell's compact journal line (`codec.encode_cell_line`) that
+    starts at byte `offset` of the journal; no copy of the line is kept."""
+    started = _number(entry["t"])
+    wall_ns, cpu_ns = entry["w"], entry["c"]
+    if type(wall_ns) is not int or type(cpu_ns) is not int:
+        raise TypeError("a cell's durations are whole nanoseconds")
+    count = entry.get("ec")
+    if count is not None and (type(count) is not int or not _INT64_MIN <= count <= _INT64_MAX):
+        raise TypeError("an execution count is a 64-bit integer")
+    source = entry["src"]
+    if type(source) is not str:
+        raise TypeError("a cell's source is text")
+    return (
+        _text(cell_run_id(entry["n"], session_id)),
+        journal,
+        _text(session_id),
+        "cell",
+        None,
+        _text(entry["sha"]),
+        _text(entry.get("id"), optional=True),
+        count,
+        _text(notebook_path, optional=True),
+        _text(entry.get("st", "ok")),
+        _text(entry.get("et"), optional=True),
+        started,
+        iso_utc(started),
+        _number(wall_ns / 1e9),
+        _number(cpu_ns / 1e9),
+        None,
+        None,
+        None,
+        offset,
+        None,
     )
 
 
@@ -318,12 +366,23 @@ def _validated_row(journal: str, entry: dict[str, Any], line: str) -> tuple[Any,
     return row_of_record(journal, run, prov_path, line)
 
 
+def _cell_context(session_json: str | None) -> tuple[str, Any] | None:
+    """The session id and notebook path that a journal's compact cell lines leave out."""
+    try:
+        info = session_from_dict(json.loads(session_json or ""))
+    except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
+        return None
+    return info.session_id, info.notebook_path
+
+
 def _upsert(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
     """Rows as `row_of_record` makes them: the listed columns, then the full record. A row
     SQLite refuses is skipped, not the batch; returns how many were."""
     try:
         connection.executemany(_UPSERT_RUN, (row[:-1] for row in rows))
-        connection.executemany(_UPSERT_RECORD, ((row[0], row[-1]) for row in rows))
+        connection.executemany(
+            _UPSERT_RECORD, ((row[0], row[-1]) for row in rows if row[-1] is not None)
+        )
         return 0
     except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError, ValueError):
         pass
@@ -331,7 +390,8 @@ def _upsert(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> 
     for row in rows:  # the slow way, only after a refusal: upserts are idempotent
         try:
             connection.execute(_UPSERT_RUN, row[:-1])
-            connection.execute(_UPSERT_RECORD, (row[0], row[-1]))
+            if row[-1] is not None:
+                connection.execute(_UPSERT_RECORD, (row[0], row[-1]))
         except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError, ValueError):
             refused += 1
     return refused
@@ -547,9 +607,21 @@ class RunIndex:
         complete = data.rfind(b"\n") + 1
         stats.journals_read += 1
         session_json: str | None = None
+        # Compact cell lines need their session (its id and notebook): the one indexed before,
+        # until this stretch of the journal has its own session line.
+        cell_context: tuple[str, Any] | None = None
+        if start:
+            known = connection.execute(
+                "SELECT session_json FROM sessions WHERE journal = ?", (journal,)
+            ).fetchone()
+            cell_context = _cell_context(known[0] if known else None)
         rows: list[tuple[Any, ...]] = []
         documents: list[tuple[str, str]] = []
-        for raw in data[:complete].splitlines():
+        position = 0
+        while position < complete:
+            end = data.index(b"\n", position) + 1
+            raw, line_start = data[position:end], start + position
+            position = end
             if raw.startswith(_UNDER_WAY_PREFIXES) or not raw.strip():
                 continue
             stats.lines_parsed += 1
@@ -557,7 +629,11 @@ class RunIndex:
             try:
                 entry = json.loads(line)
                 event = entry["event"]
-                if event == "close":
+                if event == CELL_EVENT:
+                    if cell_context is None:
+                        raise KeyError("a cell line before its session line")
+                    rows.append(row_of_cell(journal, entry, *cell_context, line_start))
+                elif event == "close":
                     rows.append(_validated_row(journal, entry, line))
                 elif event == "document":
                     path_text = entry["path"]
@@ -565,8 +641,9 @@ class RunIndex:
                         raise TypeError("bad path")
                     documents += [(path_text, run_id) for run_id in entry["run_ids"]]
                 elif event == "session":
-                    session_from_dict(entry["session"])
+                    info = session_from_dict(entry["session"])
                     session_json = json.dumps(entry["session"])
+                    cell_context = (info.session_id, info.notebook_path)
             except (
                 ValueError,
                 KeyError,
@@ -584,6 +661,44 @@ class RunIndex:
         )
         stats.bad_lines += _upsert(connection, rows)
         connection.executemany(_SET_DOCUMENT, documents)
+
+    def apply_annotations(self, deleted: Collection[str], tags: Iterable[tuple[str, str]]) -> None:
+        """Apply the store's annotations (store/annotations.py), which live outside the index
+        so that they survive its rebuild: deleted runs' rows are dropped (catching up from
+        the journals may have added them again), and (run id, tag) pairs fill a per-connection
+        table that `RunQuery.tag` filters on."""
+        with self._lock:
+            connection = self._connection
+            connection.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS run_tags "
+                "(run_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (run_id, tag))"
+            )
+            # A deferred transaction touches only the temp database (no lock on the index
+            # file): one transaction, not one per row.
+            connection.execute("BEGIN")
+            try:
+                connection.execute("DELETE FROM temp.run_tags")
+                connection.executemany("INSERT OR IGNORE INTO temp.run_tags VALUES (?, ?)", tags)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            gone = sorted(deleted)
+            present: list[str] = []
+            for start in range(0, len(gone), 500):  # SQLite's limit on bound variables
+                chunk = gone[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                present += [
+                    row[0]
+                    for row in connection.execute(
+                        f"SELECT run_id FROM runs WHERE run_id IN ({marks})", chunk
+                    )
+                ]
+            if present:  # a write transaction only when there is something to drop
+                with _transaction(connection):
+                    for run_id in present:
+                        connection.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
+                        connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     # -- answering ------------------------------------------------------------------------
 
@@ -631,13 +746,43 @@ class RunIndex:
         return int(total)
 
     def records(
-        self, run_ids: Sequence[str] | None = None, session_id: str | None = None
+        self,
+        run_ids: Sequence[str] | None = None,
+        session_id: str | None = None,
+        _retried: bool = False,
     ) -> list[StoredRecord]:
-        """Full records, oldest first: all of them, those of one session, or of `run_ids`."""
+        """Full records, oldest first: all of them, those of one session, or of `run_ids`.
+        A plain cell's is its compact journal line, read from the journal."""
+        rows = self._record_rows(run_ids, session_id)
+        found: list[StoredRecord] = []
+        stale: set[str] = set()
+        with _JournalLines(self.store_root) as lines:
+            for record_json, prov_path, session_json, journal, offset, run_id in rows:
+                if record_json is None:
+                    record_json = lines.cell_line(journal, offset, run_id, session_json)
+                    if record_json is None:
+                        stale.add(journal)
+                        continue
+                found.append(StoredRecord(record_json, prov_path, session_json))
+        if stale:
+            # A journal edited in place (a line inserted before others): the offsets this
+            # index holds point elsewhere now. Index those journals again and answer again.
+            with self._lock, _transaction(self._connection):
+                for journal in sorted(stale):
+                    _forget_journal(self._connection, journal)
+                    self._catch_up(journal, None, RefreshStats())
+            return self.records(run_ids, session_id, _retried=True) if not _retried else found
+        return found
+
+    def _record_rows(
+        self, run_ids: Sequence[str] | None, session_id: str | None
+    ) -> list[tuple[Any, ...]]:
         sql = (
-            "SELECT c.record_json, r.prov_path, s.session_json FROM runs r "
-            "JOIN records c ON c.run_id = r.run_id "
-            "LEFT JOIN sessions s ON s.journal = r.journal"
+            "SELECT c.record_json, r.prov_path, s.session_json, r.journal, r.line_offset, "
+            "r.run_id FROM runs r "
+            "LEFT JOIN records c ON c.run_id = r.run_id "
+            "LEFT JOIN sessions s ON s.journal = r.journal "
+            "WHERE (c.record_json IS NOT NULL OR r.line_offset IS NOT NULL)"
         )
         order = " ORDER BY r.started_at_unix_s, r.run_id"
         with self._lock:
@@ -645,13 +790,13 @@ class RunIndex:
                 rows = self._connection.execute(sql + order).fetchall()
             elif run_ids is None:
                 rows = self._connection.execute(
-                    sql + " WHERE r.session_id = ?" + order, (session_id,)
+                    sql + " AND r.session_id = ?" + order, (session_id,)
                 ).fetchall()
             else:
                 rows = []
                 for run_id in run_ids:
-                    rows += self._connection.execute(sql + " WHERE r.run_id = ?", (run_id,))
-        return [StoredRecord(*row) for row in rows]
+                    rows += self._connection.execute(sql + " AND r.run_id = ?", (run_id,))
+        return rows
 
     def matching_ids(self, run_ref: str) -> list[str]:
         """The id equal to `run_ref`, else every id that ends with it."""
@@ -667,6 +812,61 @@ class RunIndex:
                 (len(run_ref), len(run_ref), run_ref),
             ).fetchall()
         return [row[0] for row in rows]
+
+
+class _JournalLines:
+    """Lines read at byte offsets of the store's journals, each journal opened once."""
+
+    def __init__(self, store_root: Path) -> None:
+        self._sessions = store_root / "sessions"
+        self._open: dict[str, Any] = {}
+
+    def __enter__(self) -> _JournalLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._open.values():
+            if handle is not None:
+                handle.close()
+
+    def at(self, journal: str, offset: Any) -> str | None:
+        """The whole line starting at `offset`, or None (a copied index is untrusted: a
+        journal name that is not a folder name, an offset past the end, a partial line)."""
+        if type(offset) is not int or offset < 0 or not valid_id(journal):
+            return None
+        if journal not in self._open:
+            try:
+                self._open[journal] = (self._sessions / journal / "journal.jsonl").open("rb")
+            except OSError:
+                self._open[journal] = None
+        handle = self._open[journal]
+        if handle is None:
+            return None
+        try:
+            handle.seek(offset)
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+        except OSError:
+            return None
+        if not isinstance(raw, bytes) or not raw.endswith(b"\n"):
+            return None
+        return raw.decode("utf-8", errors="replace")
+
+    def cell_line(
+        self, journal: str, offset: Any, run_id: str, session_json: str | None
+    ) -> str | None:
+        """The compact line of the plain cell `run_id` at `offset`, or None where the line
+        there is not that cell's (the journal was edited since it was indexed)."""
+        line = self.at(journal, offset)
+        context = _cell_context(session_json)
+        if line is None or context is None:
+            return None
+        try:
+            entry = json.loads(line)
+            if entry["event"] != CELL_EVENT or cell_run_id(entry["n"], context[0]) != run_id:
+                return None
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return None
+        return line
 
 
 def _journal_sizes(sessions_dir: Path) -> dict[str, int]:
@@ -704,6 +904,40 @@ class IndexBatch:
     ) -> None:
         try:
             self.rows.append(row_of_record(journal, run, prov_path, line.rstrip("\n")))
+        except (KeyError, TypeError, ValueError, OverflowError):
+            self.complete = False
+
+    def add_cell(
+        self, journal: str, entry: dict[str, Any], session_id: str, notebook_path: Any, offset: int
+    ) -> None:
+        """A plain cell's compact line (`codec.cell_entry`, made by this writer, so not checked
+        as a line read back is), journaled at byte `offset`: the writer's per-cell cost."""
+        started = entry["t"]
+        try:
+            self.rows.append(
+                (
+                    f"{session_id}-{entry['n']:05d}" if type(entry["n"]) is int else entry["n"],
+                    journal,
+                    session_id,
+                    "cell",
+                    None,
+                    entry["sha"],
+                    _text(entry.get("id"), optional=True),
+                    entry.get("ec"),
+                    _text(notebook_path, optional=True),
+                    entry.get("st", "ok"),
+                    entry.get("et"),
+                    started,
+                    iso_utc(started),
+                    entry["w"] / 1e9,
+                    entry["c"] / 1e9,
+                    None,
+                    None,
+                    None,
+                    offset,
+                    None,
+                )
+            )
         except (KeyError, TypeError, ValueError, OverflowError):
             self.complete = False
 

@@ -14,7 +14,13 @@ from typing import Any
 
 from jupyter_prov4ml.capture.progress import Progress
 from jupyter_prov4ml.records import CellRun, SessionInfo
-from jupyter_prov4ml.store.codec import progress_from_dict, run_from_dict, session_from_dict
+from jupyter_prov4ml.store.codec import (
+    CELL_EVENT,
+    expand_cell,
+    progress_from_dict,
+    run_from_dict,
+    session_from_dict,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,7 +60,13 @@ def read_journal(path: Path, with_progress: bool = False) -> JournalState:
         try:
             entry = json.loads(line)
             event = entry["event"]
-            if event == "session":
+            if event == CELL_EVENT:
+                if session is None:
+                    raise KeyError("a cell line before its session line")
+                run = run_from_dict(expand_cell(entry, session.session_id, session.notebook_path))
+                closed[run.run_id] = (run, None)
+                opened.pop(run.run_id, None)
+            elif event == "session":
                 session = session_from_dict(entry["session"])
             elif event == "open":
                 opened[entry["run_id"]] = entry

@@ -1,10 +1,11 @@
 """The on-disk store: where things live, atomic writes, and reading runs back.
 
 <store>/sessions/<session_id>/journal.jsonl          append-only event log
-<store>/sessions/<session_id>/session.prov.json      PROV-JSON of the session's plain cells
 <store>/sessions/<session_id>/runs/<run_id>.prov.json        one per %%provrun
 <store>/sessions/<session_id>/runs/<run_id>.<role>.parquet   its data files
 <store>/index.sqlite                                 every closed run, derived from the journals
+<store>/annotations.jsonl       append-only tags, notes and deletions (store/annotations.py)
+<store>/trash/                  emptied sessions being removed (store/run_deletion.py)
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import TYPE_CHECKING, TypeVar
 from jupyter_prov4ml.identity import valid_id
 from jupyter_prov4ml.records import CellRun, SessionInfo
 from jupyter_prov4ml.settings import PRIVATE, StoreModes
-from jupyter_prov4ml.store.codec import run_from_dict, session_from_dict
+from jupyter_prov4ml.store.annotations import AnnotationsReader
+from jupyter_prov4ml.store.codec import CELL_EVENT, expand_cell, run_from_dict, session_from_dict
 from jupyter_prov4ml.store.files import make_private_dirs
 from jupyter_prov4ml.store.journal import JournalState, read_journal
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
 
+    from jupyter_prov4ml.store.annotations import Annotations
     from jupyter_prov4ml.store.index import IndexedRun, RunIndex, RunQuery, StoredRecord
 
 T = TypeVar("T")
@@ -68,6 +71,7 @@ class Store:
         self.modes = modes
         # Told (one line) when reading skipped damaged journal lines; what is valid is kept.
         self.on_damage = on_damage
+        self._annotations = AnnotationsReader(root)
 
     @property
     def sessions_dir(self) -> Path:
@@ -82,9 +86,6 @@ class Store:
 
     def journal_path(self, session_id: str) -> Path:
         return self.session_dir(session_id) / "journal.jsonl"
-
-    def cells_document_path(self, session_id: str, sequence: int) -> Path:
-        return self.session_dir(session_id) / f"cells-{sequence:04d}.prov.json"
 
     def run_path(self, run: CellRun, suffix: str) -> Path:
         if not valid_id(run.run_id):
@@ -139,7 +140,9 @@ class Store:
         from jupyter_prov4ml.store.index import RunQuery
 
         wanted = query if query is not None else RunQuery()
-        return self._with_index(lambda index: (index.query(wanted), index.count(wanted)))
+        return self._with_index(
+            lambda index: (index.query(wanted), index.count(wanted)), tag=wanted.tag
+        )
 
     def find(self, run_ref: str) -> StoredRun:
         """The run whose id is `run_ref`, or ends with it (a unique suffix is enough)."""
@@ -155,10 +158,28 @@ class Store:
             raise LookupError(f"no run {run_ref!r} in {self.root}")
         return found[0]
 
-    def _with_index(self, answer: Callable[[RunIndex], T]) -> T:
+    def _with_index(self, answer: Callable[[RunIndex], T], tag: str | None = None) -> T:
         from jupyter_prov4ml.store.index import answer_from_index
 
-        return answer_from_index(self.root, self.modes, answer, self._report)
+        # Tags and deletions live beside the journals, not in the (derived) index: applied
+        # before every answer, they hold whatever happened to the index file.
+        annotations = self._annotations.read()
+        if annotations.too_large:
+            self._tell(f"{self.root}/annotations.jsonl is too large; tags and deletions not read")
+        elif annotations.bad_lines:
+            self._tell(
+                f"skipped {annotations.bad_lines} damaged line(s) of {self.root}/annotations.jsonl"
+            )
+
+        def annotated(index: RunIndex) -> T:
+            index.apply_annotations(annotations.deleted, annotations.tag_pairs(tag))
+            return answer(index)
+
+        return answer_from_index(self.root, self.modes, annotated, self._report)
+
+    def annotations(self) -> Annotations:
+        """The store's tags, notes and deletions (store/annotations.py); read-only."""
+        return self._annotations.read()
 
     def _tell(self, message: str) -> None:
         if self.on_damage is not None:
@@ -175,10 +196,6 @@ class Store:
         sessions: dict[str | None, SessionInfo | None] = {}
         found: list[StoredRun] = []
         for record in records:
-            try:
-                run = run_from_dict(json.loads(record.record_json)["run"])
-            except (ValueError, KeyError, TypeError, RecursionError):
-                continue
             session_json = record.session_json
             if session_json not in sessions:
                 try:
@@ -186,6 +203,17 @@ class Store:
                 except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
                     sessions[session_json] = None  # the run is still the run without it
             session = sessions[session_json]
+            try:
+                entry = json.loads(record.record_json)
+                if entry["event"] == CELL_EVENT:
+                    if session is None:
+                        continue  # a compact line says nothing without its session
+                    data = expand_cell(entry, session.session_id, session.notebook_path)
+                else:
+                    data = entry["run"]
+                run = run_from_dict(data)
+            except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
+                continue
             prov = None
             if record.prov_path:
                 try:

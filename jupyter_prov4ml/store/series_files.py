@@ -29,6 +29,7 @@ METRICS_ROLE = "metrics"
 MAX_READ_ROWS = 20_000_000
 SAMPLES_ROLE = "hardware_samples"
 STEPS_ROLE = "steps"
+DASK_TASKS_ROLE = "dask_tasks"
 
 
 def table_bytes(table: Any, **options: Any) -> bytes:
@@ -70,6 +71,8 @@ def encode_run_series(series: RunSeries) -> tuple[list[tuple[str, bytes]], dict[
             fields["metrics"] = summaries
     if series.steps:
         files.append((STEPS_ROLE, encode_steps(series.steps, series.watts_per_core)))
+    if series.dask_tasks:
+        files.append((DASK_TASKS_ROLE, encode_dask_tasks(series.dask_tasks)))
     return files, fields
 
 
@@ -130,6 +133,7 @@ def encode_metrics(log: MetricLog) -> tuple[bytes, tuple[MetricSummary, ...]]:
                     "step": steps,
                     "value": values,
                     "time_us": pc.divide(pc.subtract(times, log.t0_ns), 1000),
+                    **_process_columns(series, log.origin, count),
                 }
             )
         )
@@ -139,6 +143,29 @@ def encode_metrics(log: MetricLog) -> tuple[bytes, tuple[MetricSummary, ...]]:
     table = pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
     data = table_bytes(table, use_dictionary=_DICTIONARY_COLUMNS, column_encoding=_ENCODINGS)
     return data, tuple(summaries)
+
+
+_PROCESS_COLUMNS = ("pid", "rank", "local_rank")
+
+
+def _process_columns(
+    series: MetricSeries, origin: tuple[int | None, int, int], count: int
+) -> dict[str, Any]:
+    """Which process logged each point (null where unknown or, for ranks, not set): the log's
+    own process for every point until child processes' points were merged in."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    stored = (series.pids, series.ranks, series.local_ranks)
+    columns = {}
+    for name, column, own in zip(_PROCESS_COLUMNS, stored, origin, strict=True):
+        if column is None:
+            value = None if own is None or own < 0 else own
+            columns[name] = pa.repeat(pa.scalar(value, pa.int64()), count)
+        else:
+            raw = _wrap(pa.int64(), column, count)
+            columns[name] = pc.if_else(pc.less(raw, 0), pa.scalar(None, pa.int64()), raw)
+    return columns
 
 
 def _wrap(kind: Any, buffer: array[Any], count: int) -> Any:
@@ -197,6 +224,33 @@ def encode_steps(steps: Sequence[RawStep], watts_per_core: float) -> bytes:
     return table_bytes(table)
 
 
+def encode_dask_tasks(columns: Mapping[str, Sequence[Any]]) -> bytes:
+    """A run's Dask tasks, one row each: key, task group, worker, compute window, bytes, status
+    (text columns dictionary-encoded: a few groups and workers repeat over many rows). Keys
+    are the user's (`submit(..., key=...)`): redacted here, on the writer's thread."""
+    import pyarrow as pa
+
+    from jupyter_prov4ml.redaction import redact_text
+
+    columns = {**columns, "key": [redact_text(str(key)) for key in columns.get("key", ())]}
+
+    table = pa.table(
+        {
+            name: (
+                pa.array(values, pa.string()).dictionary_encode()
+                if name in ("group", "worker", "status")
+                else pa.array(values, pa.string())
+                if name == "key"
+                else pa.array(values, pa.int64())
+                if name == "nbytes"
+                else pa.array(values, pa.float64())
+            )
+            for name, values in columns.items()
+        }
+    )
+    return table_bytes(table)
+
+
 class MetricsFileError(ValueError):
     """A metrics file that cannot be read back: damaged, or not one this package wrote."""
 
@@ -215,6 +269,15 @@ def read_metrics_file(path: Any) -> dict[str, list[Any]]:
             "step": table.column("step").to_pylist(),
             "value": table.column("value").to_pylist(),
             "time_s": [us / 1e6 for us in table.column("time_us").to_pylist()],
+            # Written since child processes' metrics are kept: absent (None) in older files.
+            **{
+                name: (
+                    table.column(name).to_pylist()
+                    if name in table.column_names
+                    else [None] * table.num_rows
+                )
+                for name in _PROCESS_COLUMNS
+            },
         }
     # OSError: missing or unreadable; ArrowException: not Parquet; KeyError: another file's
     # columns; TypeError: columns of other types (text times, nulls)
@@ -238,3 +301,38 @@ def _bounded_table(path: Any) -> Any:
             f"data file {path} holds {rows:,} rows, more than the {MAX_READ_ROWS:,} read at once"
         )
     return pq.read_table(path)
+
+
+def read_metric_series(path: Any) -> list[tuple[str, str, list[int], list[float], list[float]]]:
+    """A metrics file as one entry per (name, context) series: its steps, times (s) and
+    values as Python lists, grouped by Arrow (much faster than `read_metrics_file`'s rows for
+    long series). Raises MetricsFileError as `read_metrics_file` does."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        table = _bounded_table(path)
+        names = pc.cast(table.column("name"), pa.string())
+        contexts = pc.cast(table.column("context"), pa.string())
+        series = []
+        pairs = pa.table({"n": names, "c": contexts}).group_by(["n", "c"]).aggregate([])
+        for pair in pairs.to_pylist():
+            mask = pc.and_(pc.equal(names, pair["n"]), pc.equal(contexts, pair["c"]))
+            rows = table.filter(mask)
+            times = pc.divide(pc.cast(rows.column("time_us"), pa.float64()), 1e6)
+            series.append(
+                (
+                    str(pair["n"]),
+                    str(pair["c"]),
+                    rows.column("step").to_pylist(),
+                    times.to_pylist(),
+                    pc.cast(rows.column("value"), pa.float64()).to_pylist(),
+                )
+            )
+        return series
+    except MetricsFileError:
+        raise
+    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
+        raise MetricsFileError(
+            f"metrics file {path} cannot be read ({type(error).__name__})"
+        ) from None

@@ -2,7 +2,9 @@
 
 Cell hooks only append to a queue; this thread turns what they appended into journal lines
 (`JournalFile`), data files and PROV documents, and adds the runs it closed to the store's
-index (`IndexSync`, one SQLite transaction per drain).
+index (`IndexSync`, one SQLite transaction per drain). A plain cell costs one compact journal
+line and one index row: its PROV document is made from that line when it is read (export,
+show), never ahead of time, which kept a trivial cell's store cost 5x larger.
 
 The durability rule lives in `_write_pending`: an item leaves the queue only after the
 journal lines it makes are written to the OS. When the store cannot be written, records wait
@@ -26,24 +28,20 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from jupyter_prov4ml.capture.progress import ProgressSlice
-from jupyter_prov4ml.capture.recorder import (
-    ClosedCell,
-    OpenWindow,
-    build_run,
-    link_fields,
-)
+from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow
 from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import CellRun, SessionInfo
+from jupyter_prov4ml.redaction import redact_source
 from jupyter_prov4ml.store.codec import (
-    closed_cell_to_dict,
+    cell_entry,
+    encode_entry,
     encode_line,
     jsonable,
     progress_to_dict,
     run_to_dict,
     session_to_dict,
 )
-from jupyter_prov4ml.store.files import atomic_write_bytes
 from jupyter_prov4ml.store.index_sync import IndexSync
 from jupyter_prov4ml.store.journal_file import JournalFile
 from jupyter_prov4ml.store.layout import Store
@@ -56,9 +54,6 @@ if TYPE_CHECKING:
 
 DEFAULT_PERIOD_S = 0.5
 DEFAULT_MAX_PENDING = 20_000
-# Plain cells go into PROV documents of at most this many cells, each written once: saving
-# never re-serializes the whole session, and memory held for the next document is bounded.
-CELLS_PER_DOCUMENT = 2_000
 _NOTICE_KEY = "store"
 
 
@@ -94,7 +89,6 @@ class _Opened(NamedTuple):
 @dataclasses.dataclass(slots=True)
 class _FlushMarker:
     done: threading.Event
-    write_documents: bool
     written: bool = False  # everything queued before the marker reached the journal
 
 
@@ -102,7 +96,8 @@ _Item = _Line | _Progress | _Opened | ClosedCell | _Announce | RunFilesWritten |
 # One write to the journal takes at most this many items' lines (or about this many bytes).
 _BATCH_ITEMS = 256
 _BATCH_BYTES = 1 << 20
-_Done = Callable[[], None]
+# What an item does once its lines are written, told where its first line starts.
+_Done = Callable[[int], None]
 
 
 class StoreWriter:
@@ -148,8 +143,6 @@ class StoreWriter:
         self._thread: threading.Thread | None = None
         self._journal: JournalFile | None = None
         self._failing = False
-        self._undocumented: list[ClosedCell] = []
-        self._documents_written = 0
         self._index = IndexSync(store.root, session.session_id, store.modes)
         self._journal_begun = False
         self._resumed = resumed
@@ -221,11 +214,10 @@ class StoreWriter:
                 and self._closes_settled >= queued
             )
 
-    def flush(self, timeout_s: float = 10.0, session_document: bool = True) -> bool:
-        """Write everything queued so far (and a PROV document of the plain cells not yet in
-        one). False when that could not be done now (the store is unwritable: see
-        `pending_count`) or did not finish within `timeout_s`."""
-        marker = _FlushMarker(threading.Event(), session_document)
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Write everything queued so far. False when that could not be done now (the store
+        is unwritable: see `pending_count`) or did not finish within `timeout_s`."""
+        marker = _FlushMarker(threading.Event())
         # Through the runs' lane first: it reaches the journal after the runs queued before it.
         self._files.pass_along(marker)
         if not self._files.running:
@@ -373,14 +365,14 @@ class StoreWriter:
 
         The one place items leave the queue: after the journal lines they make are written
         (`JournalFile.append` returns only then); what they do beyond their lines (index
-        rows, waking a flush, the cells' PROV document) happens after that."""
+        rows, waking a flush) happens after that."""
         if self._pending and self._journal is not None and self._journal.removed:
             self._journal_removed()
         batch_items = _BATCH_ITEMS
         while self._pending:
             taken: list[_Item] = []
             lines: list[str] = []
-            after: list[_Done] = []
+            after: list[tuple[_Done, int]] = []  # and the bytes of the item's lines
             size = 0
             for item in self._queued(batch_items):
                 try:
@@ -391,13 +383,18 @@ class StoreWriter:
                     item_lines, done = [], self._given_up(item, error)
                 taken.append(item)
                 lines += item_lines
-                after.append(done)
-                size += sum(map(len, item_lines))
+                # Journal lines are ASCII (json.dumps escapes the rest): characters are bytes.
+                item_size = sum(map(len, item_lines))
+                after.append((done, item_size))
+                size += item_size
                 if isinstance(item, _FlushMarker) or size >= _BATCH_BYTES:
                     break  # a marker waits for what is before it, written
+            offset = 0
             if lines:
                 try:
-                    self._journal_for(lines[0]).append(lines)
+                    journal = self._journal_for(lines[0])
+                    offset = journal.size
+                    journal.append(lines)
                 except OSError:
                     if len(taken) == 1:
                         raise
@@ -406,8 +403,9 @@ class StoreWriter:
                     batch_items = 1
                     continue
             self._dequeue(taken)
-            for done in after:
-                done()
+            for done, item_size in after:
+                done(offset)
+                offset += item_size
 
     def _dequeue(self, written: list[_Item]) -> None:
         with self._queue_lock:
@@ -449,7 +447,7 @@ class StoreWriter:
         )
 
     def _given_up(self, item: _Item, error: Exception) -> _Done:
-        def done() -> None:
+        def done(offset: int) -> None:
             if isinstance(item, _FlushMarker):
                 item.done.set()
             self.notices.warn("writer-bug", f"could not save a record ({error!r}); it was skipped")
@@ -485,7 +483,7 @@ class StoreWriter:
             line = encode_line(item.event, item.payload)
             if item.event == "session":
                 session_json = json.dumps(item.payload["session"])
-                return [line], lambda: setattr(self._index.batch(), "session_json", session_json)
+                return [line], lambda _: setattr(self._index.batch(), "session_json", session_json)
             return [line], _nothing
         if isinstance(item, _Progress):
             # A slice may carry a parameter that is NaN: strict JSON needs it as text.
@@ -493,14 +491,17 @@ class StoreWriter:
         if isinstance(item, _Opened):
             return self._open_lines(item), _nothing
         if isinstance(item, ClosedCell):
-            payload = self._cell_payload(item)
-            line = encode_line("close", {"run": payload})
-            return [line], lambda: self._cell_written(item, payload, line)
+            session_id = self.session.session_id
+            entry = cell_entry(item, session_id, redact_source(item.source))
+            notebook_path = self.session.notebook_path
+            return [encode_entry(entry)], lambda offset: self._index.batch().add_cell(
+                session_id, entry, session_id, notebook_path, offset
+            )
         if isinstance(item, RunFilesWritten):
             return self._run_close(item.run, item.prov_path)
         if isinstance(item, _Announce):
             return self._run_close(item.run, None)
-        return [], lambda: self._marker_reached(item)
+        return [], lambda _: self._marker_reached(item)
 
     def _run_close(self, run: CellRun, prov_path: str | None) -> tuple[list[str], _Done]:
         """A run's record: when it ends (no document yet), and again once its files are."""
@@ -508,7 +509,7 @@ class StoreWriter:
         payload = {"run": record} if prov_path is None else {"run": record, "prov_path": prov_path}
         line = encode_line("close", payload)
         session_id = self.session.session_id
-        return [line], lambda: self._index.batch().add_close(session_id, record, prov_path, line)
+        return [line], lambda _: self._index.batch().add_close(session_id, record, prov_path, line)
 
     def _open_lines(self, item: _Opened) -> list[str]:
         window = item.window
@@ -531,58 +532,14 @@ class StoreWriter:
             )
         ]
 
-    def _cell_written(self, cell: ClosedCell, payload: dict[str, Any], line: str) -> None:
-        self._index.batch().add_close(self.session.session_id, payload, None, line)
-        self._undocumented.append(cell)
-        if len(self._undocumented) >= CELLS_PER_DOCUMENT:
-            self._write_cells_document()
-
     def _marker_reached(self, marker: _FlushMarker) -> None:
-        """Everything queued before the marker is in the journal: write the cells' document
-        if asked, index what came before (whoever waits may list runs next), and say so."""
+        """Everything queued before the marker is in the journal: index what came before
+        (whoever waits may list runs next), and say so."""
         try:
-            if marker.write_documents and self._undocumented:
-                self._write_cells_document()
             self._sync_index(force=True)
             marker.written = True
         finally:
             marker.done.set()
-
-    def _cell_payload(self, cell: ClosedCell) -> dict[str, Any]:
-        session = self.session
-        source = cell.window.stored_source()
-        return closed_cell_to_dict(cell, session.session_id, session.notebook_path, source)
-
-    def _write_cells_document(self) -> None:
-        """One PROV document for the plain cells journaled since the last one."""
-        from jupyter_prov4ml import provmodel
-
-        runs = [
-            build_run(
-                self.session.session_id,
-                self.session.notebook_path,
-                cell.window,
-                cell.ended_perf_ns,
-                cell.ended_cpu_ns,
-                "cell",
-                cell.status,
-                cell.error_type,
-                cell.execution_count,
-                **link_fields(cell.links),
-            )
-            for cell in self._undocumented
-        ]
-        document = provmodel.session_document(runs, self.session)
-        path = self.store.cells_document_path(self.session.session_id, self._documents_written)
-        atomic_write_bytes(path, provmodel.serialize(document).encode("utf-8"), self.store.modes)
-        relpath = self.store.relpath(path)
-        run_ids = [run.run_id for run in runs]
-        self._journal_for("").append(
-            [encode_line("document", {"path": relpath, "run_ids": run_ids})]
-        )
-        self._index.batch().add_document(relpath, run_ids)
-        self._documents_written += 1
-        self._undocumented = []
 
     def _open_journal(self, starts_with_session: bool) -> None:
         self._claim_session()
@@ -612,5 +569,5 @@ class StoreWriter:
         self._index.sync(self._journal.size)
 
 
-def _nothing() -> None:
+def _nothing(offset: int) -> None:
     return None

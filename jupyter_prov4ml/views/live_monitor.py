@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jupyter_prov4ml.capture.run_capture import RunCapture
@@ -84,6 +84,8 @@ class LiveMonitor:
         self._last_power: list[float | None] = [None] * len(self._gpus)
         self.updates = 0
         self._capture: RunCapture | None = None
+        # One row per Dask worker (views/cluster_summary.live_worker_rows), when a cluster runs.
+        self._cluster_rows: Callable[[], list[tuple[str, str]]] | None = None
         self._figures = ipywidgets.HTML(value=self._render_waiting())
         # Room for the training-loop progress and latest metrics (filled by `track`).
         self.extra = ipywidgets.VBox([])
@@ -93,6 +95,10 @@ class LiveMonitor:
     def watch(self, capture: RunCapture) -> None:
         """Also show this run's loop progress and latest metrics."""
         self._capture = capture
+
+    def watch_cluster(self, rows: Callable[[], list[tuple[str, str]]]) -> None:
+        """Also show a row per Dask worker: `rows()` gives (label, escaped HTML) pairs."""
+        self._cluster_rows = rows
 
     def show(self) -> None:
         from IPython.display import display
@@ -107,9 +113,12 @@ class LiveMonitor:
             dt = max(0.0, tick.elapsed_s - self._last_elapsed)
             self._last_elapsed = tick.elapsed_s
             # A window too short to measure CPU (NaN) adds nothing rather than poisoning the sum.
-            if tick.host is not None and math.isfinite(tick.host.process_cpu_percent):
-                cores_busy = tick.host.process_cpu_percent / 100.0
-                self._cpu_j += cores_busy * self._watts_per_core * dt
+            # The process tree's CPU (children included) where it is read, else the kernel's.
+            cpu = tick.tree.cpu_percent if tick.tree is not None else math.nan
+            if not math.isfinite(cpu) and tick.host is not None:
+                cpu = tick.host.process_cpu_percent
+            if math.isfinite(cpu):
+                self._cpu_j += cpu / 100.0 * self._watts_per_core * dt
             for gpu in tick.gpus:
                 if gpu.index < len(self._gpu_j) and gpu.power_w is not None:
                     previous = self._last_power[gpu.index]
@@ -177,6 +186,22 @@ class LiveMonitor:
                     + " MiB",
                 )
             )
+        tree = tick.tree if tick is not None else None
+        if tree is not None and tree.process_count > 1:
+            rows.append(
+                (
+                    "processes",
+                    _field("tree_process_count", f"{tree.process_count}")
+                    + " · CPU "
+                    + _field(
+                        "tree_cpu_percent",
+                        "n/a" if not math.isfinite(tree.cpu_percent) else f"{tree.cpu_percent:.0f}",
+                    )
+                    + " % of one core · RSS "
+                    + _field("tree_rss_mib", f"{tree.reading.rss_bytes / _MIB:.1f}")
+                    + " MiB",
+                )
+            )
         for gpu in tick.gpus if tick is not None else ():
             info = self._gpus[gpu.index] if gpu.index < len(self._gpus) else None
             used = gpu.memory_used_bytes
@@ -204,6 +229,11 @@ class LiveMonitor:
                 )
             )
         rows += self._loop_rows(status == "running")
+        if self._cluster_rows is not None:
+            try:
+                rows += self._cluster_rows()
+            except Exception:  # noqa: BLE001 - a cluster's figures are not worth the dashboard
+                self._cluster_rows = None
         rows.append(
             (
                 "energy",

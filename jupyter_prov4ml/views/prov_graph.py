@@ -6,13 +6,15 @@ never a traceback. `graphviz` is imported here only, lazily.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from jupyter_prov4ml.views.escape import dot_text, html_text
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
+
+    from jupyter_prov4ml.views.graph_groups import FoldedGraph
 
 INSTALL_HINT = (
     "Graphviz's `dot` program was not found, so the provenance graph is shown as DOT text; "
@@ -90,6 +92,49 @@ def dot_source(doc: ProvDocument, title: str | None = None) -> str:
     return str(graph.source)
 
 
+def readable_dot_source(doc: ProvDocument, title: str | None = None) -> str:
+    """The DOT text of a run's graph folded to be read in a notebook cell: loop steps,
+    parameters, variables, data files, metrics, processes and workers grouped (their details
+    in hover text), laid out left to right within about `FIT_WIDTH_IN` inches."""
+    from jupyter_prov4ml.provmodel import graph_elements
+    from jupyter_prov4ml.views.graph_groups import fold
+
+    return folded_dot_source(fold(*graph_elements(doc)), title)
+
+
+def folded_dot_source(folded: FoldedGraph, title: str | None = None) -> str:
+    """DOT of a folded graph (`readable_dot_source`)."""
+    from jupyter_prov4ml.views.graph_groups import wrap
+
+    graph = new_digraph("provenance", "LR")
+    # `size` with `!` unset only ever scales a drawing down; the folded graph is small enough
+    # that it seldom does, and then not below a readable text size (see the browser test).
+    graph.attr(size=f"{FIT_WIDTH_IN:g},{FIT_HEIGHT_IN:g}", ranksep="0.35", nodesep="0.15")
+    if title:
+        graph.attr(label=wrap(title, 60), labelloc="t")
+    ids = {node.node_id: f"n{index}" for index, node in enumerate(folded.nodes)}
+    for node in folded.nodes:
+        graph.node(
+            ids[node.node_id],
+            node.label,
+            tooltip=node.tooltip or node.node_id,
+            id=node.node_id,
+            **_STYLE[node.kind],
+        )
+    for edge in folded.edges:
+        if edge.source in ids and edge.target in ids:
+            graph.edge(ids[edge.source], ids[edge.target], tooltip=edge.relation)
+    return str(graph.source)
+
+
+# The readable graph's bounds: JupyterLab's output area is about 1,000 px wide at its default
+# width; 9.5 in is 684 pt, i.e. 912 CSS px.
+FIT_WIDTH_IN = 9.5
+FIT_HEIGHT_IN = 40.0
+# The most bytes of SVG a notebook gets inline; larger drawings lose their hover text.
+MAX_INLINE_SVG_BYTES = 150_000
+
+
 def render_svg(source: str) -> str:
     """Lay out DOT text with the `dot` program; raises `DotUnavailable` when it cannot run."""
     import graphviz
@@ -100,6 +145,19 @@ def render_svg(source: str) -> str:
         raise DotUnavailable(INSTALL_HINT) from error
     except (graphviz.CalledProcessError, OSError) as error:
         raise DotUnavailable(f"Graphviz `dot` failed ({error}); showing DOT text.") from error
+
+
+def render_png(source: str) -> bytes:
+    """Rasterise a drawing whose positions are pinned (`svg_plot.scene_dot`) with
+    `neato -n2`; raises `DotUnavailable` when Graphviz cannot run."""
+    import graphviz
+
+    try:
+        return bytes(graphviz.Source(source, engine="neato").pipe(format="png", neato_no_op=2))
+    except graphviz.ExecutableNotFound as error:
+        raise DotUnavailable(INSTALL_HINT) from error
+    except (graphviz.CalledProcessError, OSError) as error:
+        raise DotUnavailable(f"Graphviz `neato` failed ({error}).") from error
 
 
 class DotUnavailable(RuntimeError):
@@ -113,10 +171,30 @@ class ProvGraph:
     dot: str
     svg: str | None
     note: str | None = None
+    caption: str | None = None  # a line under the drawing (how to see the full graph)
 
     @classmethod
     def of(cls, doc: ProvDocument, title: str | None = None) -> ProvGraph:
         return cls.from_dot(dot_source(doc, title))
+
+    @classmethod
+    def readable(
+        cls, doc: ProvDocument, title: str | None = None, run_id: str | None = None
+    ) -> ProvGraph:
+        """The folded graph shown inline (`readable_dot_source`), with a caption saying how
+        much was folded and how to see it all."""
+        from jupyter_prov4ml.provmodel import graph_elements
+        from jupyter_prov4ml.views.graph_groups import fold
+
+        folded = fold(*graph_elements(doc))
+        graph = cls.from_dot(folded_dot_source(folded, title))
+        if len(folded.nodes) == folded.elements:
+            return graph
+        caption = (
+            f"{len(folded.nodes)} of {folded.elements:,} nodes shown (hover a node for what "
+            f"it holds); all of them: %prov show {run_id or 'RUN'} --full"
+        )
+        return replace(graph, caption=caption)
 
     @classmethod
     def from_dot(cls, source: str) -> ProvGraph:
@@ -130,8 +208,13 @@ class ProvGraph:
         # keeps node tooltips.
         if self.svg is not None:
             body = self.svg[self.svg.find("<svg") :] if "<svg" in self.svg else self.svg
+            caption = (
+                f'<p class="jp-prov4ml-graph-caption"><small>{html_text(self.caption)}</small></p>'
+                if self.caption
+                else ""
+            )
             return {
-                "text/html": f'<div class="jp-prov4ml-graph">{body}</div>',
+                "text/html": f'<div class="jp-prov4ml-graph">{body}{caption}</div>',
                 "text/plain": repr(self),
             }
         return {

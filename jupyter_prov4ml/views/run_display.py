@@ -37,7 +37,8 @@ def show_finished_run(
     if document is None:
         return
     try:
-        display(ProvGraph.of(document.result(timeout=GRAPH_TIMEOUT_S), title=summary.run.name))
+        doc = document.result(timeout=GRAPH_TIMEOUT_S)
+        display(ProvGraph.readable(doc, title=summary.run.name, run_id=summary.run.run_id))
     except (FutureTimeout, CancelledError):
         notices.warn("graph", "the provenance graph took too long to build; skipped")
     # A graph is a nicety: whatever goes wrong building it must not fail the user's cell.
@@ -46,7 +47,12 @@ def show_finished_run(
     notices.flush_to_stderr()
 
 
-def show_stored_run(stored: StoredRun) -> None:
-    """A run read back from the store (`%prov show`): its summary and graph."""
+def show_stored_run(stored: StoredRun, full: bool = False) -> None:
+    """A run read back from the store (`%prov show`): its summary and graph (folded to be
+    read in a cell unless `full`)."""
     display(RunSummary(stored.run))
-    display(ProvGraph.of(stored.document(), title=stored.run.name))
+    run = stored.run
+    if full:
+        display(ProvGraph.of(stored.document(), title=run.name))
+    else:
+        display(ProvGraph.readable(stored.document(), title=run.name, run_id=run.run_id))

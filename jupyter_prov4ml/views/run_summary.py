@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_prov4ml.records import CellRun
+from jupyter_prov4ml.views.cluster_summary import cluster_facts
 from jupyter_prov4ml.views.escape import html_text
+from jupyter_prov4ml.views.svg_plot import downsample, number, sparkline
+
+if TYPE_CHECKING:
+    from jupyter_prov4ml.capture.metrics import MetricLog
+
+# Metrics drawn as small curves under a run's summary (the rest are listed by value).
+MAX_SUMMARY_CURVES = 12
+# Points each small curve keeps (its width in pixels is about this).
+SUMMARY_CURVE_POINTS = 240
 
 
 @dataclass(frozen=True)
@@ -16,6 +26,8 @@ class RunSummary:
     run: CellRun
     latest_metrics: tuple[tuple[str, str, float], ...] = ()
     stale_inputs: tuple[str, ...] = ()
+    # (name, context, values thinned for display): drawn as a small curve per metric
+    curves: tuple[tuple[str, str, tuple[float, ...]], ...] = ()
 
     def facts(self) -> list[tuple[str, str]]:
         run = self.run
@@ -24,6 +36,14 @@ class RunSummary:
             ("status", run.status + (f" ({run.error_type})" if run.error_type else "")),
             ("duration", f"{run.wall_time_s:.3f} s wall, {run.cpu_time_s:.3f} s CPU"),
         ]
+        if run.kernel_cpu_time_s is not None:
+            facts.append(
+                (
+                    "CPU by process",
+                    f"kernel {run.kernel_cpu_time_s:.3f} s, child processes "
+                    f"{max(0.0, run.cpu_time_s - run.kernel_cpu_time_s):.3f} s",
+                )
+            )
         if self.stale_inputs:
             names = ", ".join(self.stale_inputs)
             facts.append(("warning", f"read stale inputs: {names} (see %prov stale)"))
@@ -68,6 +88,7 @@ class RunSummary:
             facts.append(
                 ("loop steps", f"{done} completed of {len(run.steps)} ({', '.join(loops)})")
             )
+        facts += cluster_facts(run)
         if run.artifacts:
             facts.append(("artifacts", ", ".join(a.name for a in run.artifacts)))
         if self.latest_metrics:
@@ -88,10 +109,33 @@ class RunSummary:
             f"<td style='text-align:left'>{html_text(v)}</td></tr>"
             for k, v in self.facts()
         )
-        return f"<table class='jp-prov4ml-summary'>{rows}</table>"
+        curves = "".join(
+            f"<tr><th style='text-align:left;padding-right:1em'>{html_text(name)} "
+            f"({html_text(context)})</th><td style='text-align:left'>{sparkline(values)} "
+            f"{html_text(number(values[-1]))}</td></tr>"
+            for name, context, values in self.curves
+            if values
+        )
+        return f"<table class='jp-prov4ml-summary'>{rows}{curves}</table>"
 
     def __repr__(self) -> str:
         return "\n".join(f"{k:>12}: {v}" for k, v in self.facts())
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+
+def summary_curves(log: MetricLog | None) -> tuple[tuple[str, str, tuple[float, ...]], ...]:
+    """Each metric series of a finished run thinned to a small curve's points (display only;
+    the store keeps every point). Never raises: a summary without curves is still one."""
+    if log is None:
+        return ()
+    try:
+        curves = []
+        for series in list(log.series.values())[:MAX_SUMMARY_CURVES]:
+            values = list(series.values)
+            _, thinned = downsample(range(len(values)), values, SUMMARY_CURVE_POINTS // 4)
+            curves.append((series.name, series.context, tuple(thinned)))
+        return tuple(curves)
+    except Exception:  # noqa: BLE001 - a curve is a nicety; the run's record is what counts
+        return ()

@@ -65,7 +65,9 @@ def read_metric_file(path: Path) -> dict[str, list[Any]]:
     table = pq.read_table(path)
     # The file keeps times as integer microseconds (`time_us`); read_metrics shows seconds.
     assert table.column_names[:4] == METRIC_COLUMNS[:4]
-    assert table.column_names[4:] in (["time_s"], ["time_us"])
+    assert table.column_names[4:5] in (["time_s"], ["time_us"])
+    # then the process that logged each point (files written since child processes' metrics)
+    assert table.column_names[5:] in ([], ["pid", "rank", "local_rank"])
     return {name: table.column(name).to_pylist() for name in table.column_names}
 
 
@@ -150,7 +152,7 @@ def test_read_metrics_matches_the_file(training_run: dict[str, Any]) -> None:
     from jupyter_prov4ml import read_metrics
 
     metrics = read_metrics(training_run["run"]["run_id"], store=training_run["store"])
-    assert list(metrics) == METRIC_COLUMNS
+    assert list(metrics) == [*METRIC_COLUMNS, "pid", "rank", "local_rank"]
     read = {column: list(metrics[column]) for column in METRIC_COLUMNS}
     stored = read_metric_file(training_run["metrics_path"])
     for column in METRIC_COLUMNS[:4]:

@@ -859,7 +859,7 @@ def read_everything(
         else:
             # a DataFrame where pandas is installed, else a dict of columns
             columns = list(frame.columns) if hasattr(frame, "columns") else list(frame)
-            assert columns == ["name", "context", "step", "value", "time_s"]
+            assert columns[:5] == ["name", "context", "step", "value", "time_s"]
     assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) <= 1
     read_in_the_shell(shell, copy, target, runs_kept)
 
@@ -935,7 +935,6 @@ _TARGETS = {
     "journal": "sessions/*/journal.jsonl",
     "index": "index.sqlite",
     "run-prov": "sessions/*/runs/{metrics_run}.prov.json",
-    "cells-prov": "sessions/*/cells-*.prov.json",
     "metrics": "sessions/*/runs/{metrics_run}.metrics.parquet",
     "hardware": "sessions/*/runs/{metrics_run}.hardware_samples.parquet",
 }

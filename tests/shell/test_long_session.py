@@ -3,14 +3,13 @@ not by how many cells ran (the timed figures are in benchmarks/bench_long_sessio
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from conftest import extension_of, journal_events
-from jupyter_prov4ml.store.writer import CELLS_PER_DOCUMENT
+from jupyter_prov4ml.store.layout import Store
 
-CELLS = 2_400  # over CELLS_PER_DOCUMENT, so the cells documents split
+CELLS = 2_400
 CHECKPOINT = 800
 VARIABLES = 6  # v0 .. v5, assigned and read in a rotation
 # A small notebook: cell id → source; plus an "edit" cell whose source cycles through 3 versions.
@@ -57,7 +56,6 @@ def sizes(extension: Any) -> dict[str, int]:
         "names": len(lineage.last_binder),
         "bound ids": len(lineage._bound_ids),
         "binders": len(lineage._binders),
-        "undocumented": len(extension.writer._undocumented),
     }
 
 
@@ -66,8 +64,8 @@ def test_state_is_bounded_by_distinct_cells_over_a_long_session(
 ) -> None:
     """After 2,400 executions of a few distinct cells: caches and lineage hold one entry per
     distinct source, cell or name (and stop growing once all were seen), binders stay under
-    their pruning bound, the writer's queue drains, and the PROV cell documents are split at
-    CELLS_PER_DOCUMENT cells."""
+    their pruning bound, the writer's queue drains and holds nothing for later (no PROV
+    document is built ahead: each cell's is made from its journal line when read)."""
     loaded.InteractiveTB.set_mode("Minimal")  # cheap tracebacks (1 cell in 50 fails), no cell
     extension = extension_of(loaded)
     cells = session_cells(CELLS)
@@ -81,7 +79,7 @@ def test_state_is_bounded_by_distinct_cells_over_a_long_session(
     for number, (source, cell_id) in enumerate(cells, start=1):
         loaded.run_cell(source, store_history=True, cell_id=cell_id)
         if number % CHECKPOINT == 0:
-            assert extension.writer.flush(timeout_s=30, session_document=False)
+            assert extension.writer.flush(timeout_s=30)
             assert extension.writer.pending_count == 0
             seen.append(sizes(extension))
             # The analysis cache holds each distinct source once.
@@ -93,28 +91,17 @@ def test_state_is_bounded_by_distinct_cells_over_a_long_session(
         assert counts["names"] == counts["bound ids"] == len(names)
         assert counts["read links"] <= distinct_cells * len(names)
         assert counts["binders"] <= 2 * (counts["names"] + counts["cells"]) + 64
-        assert counts["undocumented"] < CELLS_PER_DOCUMENT
-    # Cells wait for their PROV document until CELLS_PER_DOCUMENT of them are journaled.
-    checkpoints = range(CHECKPOINT, CELLS + 1, CHECKPOINT)
-    assert [counts["undocumented"] for counts in seen] == [
-        number % CELLS_PER_DOCUMENT for number in checkpoints
-    ]
     steady = [
-        {k: v for k, v in counts.items() if k not in ("dataflow", "binders", "undocumented")}
-        for counts in seen
+        {k: v for k, v in counts.items() if k not in ("dataflow", "binders")} for counts in seen
     ]
     assert steady[0] == steady[1] == steady[2]
 
     assert extension.writer.flush(timeout_s=60)
-    assert extension.writer.pending_count == 0 and not extension.writer._undocumented
-    documents = [e for e in journal_events(store_dir) if e["event"] == "document"]
-    assert [len(e["run_ids"]) for e in documents] == [
-        CELLS_PER_DOCUMENT,
-        CELLS - CELLS_PER_DOCUMENT,
-    ]
+    assert extension.writer.pending_count == 0
+    assert not list(store_dir.glob("sessions/*/*.prov.json"))
     closed = [e["run"]["run_id"] for e in journal_events(store_dir) if e["event"] == "close"]
-    assert [r for e in documents for r in e["run_ids"]] == closed
-    for event in documents:
-        prov = json.loads((store_dir / event["path"]).read_text(encoding="utf-8"))
-        runs = [key for key in prov["activity"] if key.split(":", 1)[-1].startswith("run_")]
-        assert len(runs) == len(event["run_ids"])
+    assert len(closed) == CELLS
+    store = Store(store_dir)
+    assert [stored.run.run_id for stored in store.runs()] == closed
+    last = store.find(closed[-1]).document()
+    assert any(closed[-1] in str(record.identifier) for record in last.get_records())

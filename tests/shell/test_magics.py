@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import closed_runs, deserialize_strict, displayed, extension_of, journal_events
+from conftest import cli, closed_runs, deserialize_strict, displayed, extension_of, journal_events
 
 
 def flush(shell: Any) -> None:
@@ -210,12 +210,19 @@ def test_loading_twice_is_harmless(loaded: Any, store_dir: Path) -> None:
     assert [r["cell"]["source"] for r in closed_runs(store_dir)].count("z = 1") == 1
 
 
-def test_session_document_holds_plain_cells(loaded: Any, store_dir: Path) -> None:
-    """Plain cell records are written as PROV-JSON documents that `prov` reads back."""
+def test_session_document_holds_plain_cells(loaded: Any, store_dir: Path, tmp_path: Path) -> None:
+    """Plain cells are journal lines only (no PROV file is written ahead); `export --session`
+    makes the session's PROV-JSON from them, and `prov` reads it back."""
     loaded.run_cell("a = 1", store_history=True)
     loaded.run_cell("b = a + 1", store_history=True)
     flush(loaded)
-    (path,) = store_dir.glob("sessions/*/cells-*.prov.json")
+    assert not list(store_dir.glob("sessions/*/*.prov.json"))
+    (session,) = (p.name for p in store_dir.glob("sessions/*"))
+    path = tmp_path / "session.prov.json"
+    done = cli(
+        "export", session, "--session", "--store", str(store_dir), "-o", str(path), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
     doc = deserialize_strict(path)
     assert sha("a = 1") in path.read_text() and sha("b = a + 1") in path.read_text()
     assert len(list(doc.get_records())) > 4

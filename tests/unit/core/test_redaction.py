@@ -303,3 +303,20 @@ def test_redaction_never_raises(pieces: list[str] | str) -> None:
     assert isinstance(redact_source(text), str)
     assert isinstance(redact_text(text), str)
     assert isinstance(redact_json({"source": text, "name": text, text: [text]}), dict)
+
+
+def test_redact_json_keeps_references_between_prov_records() -> None:
+    """A relation names records by id; ids are never redacted (they are keys), so neither is a
+    reference to one, even where the id looks like a token to the text rules (regression: a
+    variable `X` of a run made `used` point at `p4m:<redacted>`, an invalid QName). Values
+    are still redacted."""
+    entity = "p4m:var_20261204T183136-5a49af-00001_X"
+    secret = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    document = {
+        "entity": {entity: {"p4m:description": secret}},
+        "used": {"_:id1": {"prov:activity": "p4m:run_1", "prov:entity": entity}},
+    }
+    redacted = redact_json(document)
+    assert redacted["used"]["_:id1"]["prov:entity"] == entity
+    assert entity in redacted["entity"]
+    assert secret not in str(redacted)

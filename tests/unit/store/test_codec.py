@@ -10,33 +10,42 @@ from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow, build_run
 from jupyter_prov4ml.lineage.links import Links
 from jupyter_prov4ml.records import Param, VariableSummary
 from jupyter_prov4ml.store.codec import (
-    closed_cell_to_dict,
+    cell_entry,
+    encode_entry,
     encode_line,
+    expand_cell,
     plain,
     run_from_dict,
     run_to_dict,
 )
 
+_WINDOW = OpenWindow("s-00001", "token = 'hunter2'\nx = 1\n", "ab" * 32, "c1", 1.7e9, 10, 20)
+
 
 def _cell(links: Links | None) -> ClosedCell:
-    window = OpenWindow("s-00001", "token = 'hunter2'\nx = 1\n", "ab" * 32, "c1", 1.7e9, 10, 20)
-    return ClosedCell(window, 2_000_010, 500_020, "failed", "ValueError", 7, links)
+    return ClosedCell.of(_WINDOW, 2_000_010, 500_020, "failed", "ValueError", 7, links)
 
 
-def test_fast_cell_path_matches_the_general_encoder() -> None:
-    """`closed_cell_to_dict` (run for every cell) == `run_to_dict(build_run(...))` minus the
-    fields a plain cell leaves empty, with and without lineage links; the source is stored
-    redacted in both."""
+def test_compact_cell_line_reads_back_as_the_record_the_builder_makes() -> None:
+    """A plain cell's compact journal line (written for every cell) decodes to exactly the
+    record `build_run` makes of the same facts, with and without lineage links, ids of the
+    session and of another one; the source is stored redacted; defaults are left out."""
     variable = VariableSummary("x", "int", "int", "ff" * 32)
-    for links in (None, Links(("a",), (variable,), (("s-00000", ("a",)),), "cd" * 32)):
+    bare = VariableSummary("y", "str", "3 characters")
+    links_cases = (
+        None,
+        Links(("a",), (variable, bare), (("s-00000", ("a",)), ("t-00003", ("b",))), "cd" * 32),
+    )
+    for links in links_cases:
         cell = _cell(links)
-        fast = closed_cell_to_dict(cell, "s", "nb.ipynb", cell.window.stored_source())
+        entry = cell_entry(cell, "s", _WINDOW.stored_source())
+        line = encode_entry(entry)
         run = build_run(
             "s",
             "nb.ipynb",
-            cell.window,
-            cell.ended_perf_ns,
-            cell.ended_cpu_ns,
+            _WINDOW,
+            2_000_010,
+            500_020,
             "cell",
             cell.status,
             cell.error_type,
@@ -52,10 +61,23 @@ def test_fast_cell_path_matches_the_general_encoder() -> None:
                 }
             ),
         )
-        general = run_to_dict(run)
-        assert {k: v for k, v in general.items() if k in fast} == fast
-        assert "hunter2" not in json.dumps(fast)
-        assert run_from_dict(json.loads(encode_line("close", {"run": fast}))["run"]) == run
+        assert "hunter2" not in line and line.isascii() and line.endswith("\n")
+        decoded = json.loads(line)
+        assert decoded["n"] == 1 and "session_id" not in decoded
+        assert run_from_dict(expand_cell(decoded, "s", "nb.ipynb")) == run
+        assert (
+            run_from_dict(json.loads(encode_line("close", {"run": run_to_dict(run)}))["run"]) == run
+        )
+
+
+def test_compact_cell_line_is_small() -> None:
+    """A trivial cell's line holds no repeated constant (session id, notebook path, nulls)."""
+    window = OpenWindow("s-00042", "x = 42\n", "ab" * 32, None, 1.7e9, 10, 20)
+    line = encode_entry(
+        cell_entry(ClosedCell.of(window, 99_010, 90_020, "ok", None, 42), "s", "x = 42\n")
+    )
+    assert "null" not in line and '"s-' not in line
+    assert len(line) < 170, line
 
 
 def test_plain_writes_strict_json_like_asdict() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import closed_runs, extension_of
+from conftest import closed_runs, expanded_events, extension_of, journal_events
 from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow
 from jupyter_prov4ml.cli.main import main
 from jupyter_prov4ml.kernel import magics
@@ -51,7 +51,7 @@ def index_rows(store: Path) -> dict[str, dict[str, Any]]:
     """The index's rows with their full records, read with plain sqlite3, by run id."""
     with sqlite3.connect(store / INDEX_NAME) as connection:
         connection.row_factory = sqlite3.Row
-        rows = connection.execute("SELECT * FROM runs JOIN records USING (run_id)").fetchall()
+        rows = connection.execute("SELECT * FROM runs LEFT JOIN records USING (run_id)").fetchall()
         return {row["run_id"]: dict(row) for row in rows}
 
 
@@ -91,13 +91,19 @@ def test_writer_indexes_each_run_as_it_closes(recorded: Path) -> None:
         assert row["started_at"].endswith("+00:00")
         assert row["duration_s"] == run["wall_time_s"]
         assert row["cpu_time_s"] == run["cpu_time_s"]
-        assert json.loads(row["record_json"])["run"] == run
-        assert row["prov_path"] and not Path(row["prov_path"]).is_absolute()
-        assert (recorded / row["prov_path"]).is_file()
         if run["kind"] == "cell":
+            # No copy of a plain cell's line: the row says where it is in the journal.
+            assert row["record_json"] is None and row["prov_path"] is None
+            (journal,) = recorded.glob("sessions/*/journal.jsonl")
+            with journal.open("rb") as handle:
+                handle.seek(row["line_offset"])
+                line = json.loads(handle.readline())
+            assert expanded_events([journal_events(recorded)[0], line])[1]["run"] == run
             assert row["energy_j"] is None and row["params_json"] is None
-            assert Path(row["prov_path"]).name == "cells-0000.prov.json"
         else:
+            assert json.loads(row["record_json"])["run"] == run
+            assert row["prov_path"] and not Path(row["prov_path"]).is_absolute()
+            assert (recorded / row["prov_path"]).is_file()
             ledger = sum(r["energy_j"] for r in run["energy"]["readings"])
             assert row["energy_j"] == pytest.approx(ledger)
             assert Path(row["prov_path"]).name == f"{run['run_id']}.prov.json"
@@ -197,12 +203,17 @@ def test_store_copied_elsewhere_lists_the_same_runs(recorded: Path, tmp_path: Pa
 
     def moved(rows: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
         return [
-            {**row, "prov_path": row["prov_path"].replace(str(recorded), str(root))} for row in rows
+            {
+                **row,
+                "prov_path": row["prov_path"]
+                and row["prov_path"].replace(str(recorded), str(root)),
+            }
+            for row in rows
         ]
 
     assert listed(copy) == moved(before, copy)
     assert listed(bare) == moved(before, bare)
-    assert all(Path(row["prov_path"]).is_file() for row in listed(bare))
+    assert all(Path(row["prov_path"]).is_file() for row in listed(bare) if row["prov_path"])
 
 
 def test_journal_rewritten_shorter_is_read_again(recorded: Path, loaded: Any) -> None:
@@ -210,7 +221,11 @@ def test_journal_rewritten_shorter_is_read_again(recorded: Path, loaded: Any) ->
     loaded.run_cell("%unload_ext jupyter_prov4ml")
     (journal,) = recorded.glob("sessions/*/journal.jsonl")
     lines = journal.read_text().splitlines(keepends=True)
-    first_close = next(i for i, line in enumerate(lines) if '"event":"close"' in line)
+    first_close = next(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith(('{"event":"close"', '{"event":"cell"'))
+    )
     journal.write_text("".join(lines[: first_close + 1]))
     assert [row["run_id"] for row in listed(recorded)] == [closed_runs(recorded)[0]["run_id"]]
 
@@ -306,7 +321,7 @@ def session(session_id: str) -> SessionInfo:
 
 def plain_cell(session_id: str, n: int) -> ClosedCell:
     window = OpenWindow(f"{session_id}-{n:05d}", f"x = {n}", "0" * 64, None, 100.0 + n, 0, 0)
-    return ClosedCell(window, 10**6, 10**5, "ok" if n % 7 else "failed", None, n)
+    return ClosedCell.of(window, 10**6, 10**5, "ok" if n % 7 else "failed", None, n)
 
 
 def test_two_kernels_write_one_store_while_it_is_read(tmp_path: Path) -> None:
@@ -325,7 +340,7 @@ def test_two_kernels_write_one_store_while_it_is_read(tmp_path: Path) -> None:
             for n in range(cells):
                 writer.closed_cell(plain_cell(writer.session.session_id, n))
                 if n % 50 == 0:
-                    assert writer.flush(timeout_s=30, session_document=False)
+                    assert writer.flush(timeout_s=30)
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
 

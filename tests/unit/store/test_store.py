@@ -355,7 +355,7 @@ def closed_cell(run: CellRun) -> ClosedCell:
         0,
         0,
     )
-    return ClosedCell(
+    return ClosedCell.of(
         window,
         int(run.wall_time_s * 1e9),
         int(run.cpu_time_s * 1e9),
@@ -393,7 +393,7 @@ def test_flush_returns_only_after_earlier_lines_are_on_disk(
 
         def flush_and_read() -> None:
             try:
-                seen["flushed"] = writer.flush(timeout_s=30, session_document=False)
+                seen["flushed"] = writer.flush(timeout_s=30)
                 seen["writer busy after the marker"] = encoding.wait(30)
                 seen["state"] = read_journal(store.journal_path(SESSION))
             finally:

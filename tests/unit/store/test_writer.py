@@ -4,6 +4,7 @@ is on disk and readable; plain cells are journaled in the same shape as full rec
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,14 @@ from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import SessionInfo
 from jupyter_prov4ml.store.journal import read_journal
 from jupyter_prov4ml.store.layout import Store
-from jupyter_prov4ml.store.writer import CELLS_PER_DOCUMENT, StoreWriter
+from jupyter_prov4ml.store.writer import StoreWriter
 
 SESSION = SessionInfo("s1", "u", 0.0, (("python", "3"),), "h", "p", "cpu", 2, 1, (), "nb.ipynb")
 
 
 def plain_cell(n: int) -> ClosedCell:
     window = OpenWindow(f"s1-{n:05d}", f"x = {n}", "0" * 64, f"id{n}", 100.0 + n, 10**9, 10**8)
-    return ClosedCell(window, 2 * 10**9, 3 * 10**8, "ok", None, n)
+    return ClosedCell.of(window, 2 * 10**9, 3 * 10**8, "ok", None, n)
 
 
 def told_by_next_cells(shell: Any, capsys: Any, text: str, timeout_s: float = 60.0) -> str:
@@ -48,7 +49,7 @@ def test_flush_means_readable(tmp_path: Path) -> None:
     try:
         for n in range(200):
             writer.closed_cell(plain_cell(n))
-            assert writer.flush(timeout_s=10, session_document=False)
+            assert writer.flush(timeout_s=10)
             state = read_journal(store.journal_path("s1"))
             assert len(state.closed) == n + 1
     finally:
@@ -60,31 +61,43 @@ def test_hand_written_journal_form_matches_the_record(tmp_path: Path) -> None:
     `build_run` makes from the same facts."""
     store = Store(tmp_path / "store")
     writer = StoreWriter(store, SESSION, Notices())
-    cell = plain_cell(7)
-    writer.closed_cell(cell)
+    window = OpenWindow("s1-00007", "x = 7", "0" * 64, "id7", 107.0, 10**9, 10**8)
+    writer.closed_cell(ClosedCell.of(window, 2 * 10**9, 3 * 10**8, "ok", None, 7))
     assert writer.close()
     ((journaled, _),) = read_journal(store.journal_path("s1")).closed.values()
-    expected = build_run(
-        "s1", "nb.ipynb", cell.window, cell.ended_perf_ns, cell.ended_cpu_ns, "cell", "ok", None, 7
-    )
+    expected = build_run("s1", "nb.ipynb", window, 2 * 10**9, 3 * 10**8, "cell", "ok", None, 7)
     assert journaled == expected
 
 
-def test_cells_documents_are_bounded_and_indexed(tmp_path: Path) -> None:
-    """Plain cells go into documents of at most CELLS_PER_DOCUMENT cells, written once each,
-    and the store knows which document holds each cell."""
+def test_plain_cells_cost_one_compact_line_and_read_back_whole(tmp_path: Path) -> None:
+    """A plain cell is one compact journal line and one index row that points at it (no copy
+    of the line, no PROV file written ahead): every cell reads back whole through the index,
+    before and after the index is rebuilt, and its PROV document is made when read."""
     store = Store(tmp_path / "store")
     writer = StoreWriter(store, SESSION, Notices(), period_s=60)
     writer.start()
-    total = CELLS_PER_DOCUMENT + 5
+    total = 2_005
     for n in range(total):
         writer.closed_cell(plain_cell(n))
     assert writer.close(timeout_s=30)
-    documents = sorted(store.session_dir("s1").glob("cells-*.prov.json"))
-    assert [d.name for d in documents] == ["cells-0000.prov.json", "cells-0001.prov.json"]
-    runs = store.runs()
-    assert len(runs) == total
-    assert runs[0].prov_path == documents[0] and runs[-1].prov_path == documents[1]
+    assert not list(store.session_dir("s1").glob("*.prov.json"))
+    expected = {
+        run_id: run for run_id, (run, _) in read_journal(store.journal_path("s1")).closed.items()
+    }
+    assert len(expected) == total
+    journal_bytes = store.journal_path("s1").stat().st_size
+    assert journal_bytes / total < 200
+    for rebuilt in (False, True):
+        if rebuilt:
+            (store.root / "index.sqlite").unlink()
+        runs = store.runs()
+        assert {stored.run.run_id: stored.run for stored in runs} == expected
+        assert store.find("s1-00007").run == expected["s1-00007"]
+        document = store.find("s1-02004").document()
+        assert any("s1-02004" in str(record.identifier) for record in document.get_records())
+    with sqlite3.connect(store.root / "index.sqlite") as connection:
+        (copies,) = connection.execute("SELECT COUNT(*) FROM records").fetchone()
+    assert copies == 0
 
 
 def test_unwritable_store_holds_a_bounded_queue_dropping_checkpoints_first(tmp_path: Path) -> None:
@@ -136,7 +149,6 @@ def test_disk_full_holds_records_and_writes_them_later(
     ext.writer._journal.close()  # as if the next write is the first since the disk filled
     ext.writer._journal = None
     monkeypatch.setattr(writer_module, "JournalFile", full)
-    monkeypatch.setattr(writer_module, "atomic_write_bytes", full)  # cells' documents
     monkeypatch.setattr(run_files_module, "atomic_write_bytes", full)  # runs' files
     cells = [
         "a = 1",
@@ -300,7 +312,7 @@ def test_cells_queued_while_the_writer_drains_are_all_written(tmp_path: Path) ->
     def close_cells() -> None:
         for index in range(count):
             window = OpenWindow(f"s1-{index:05d}", "x = 1", "ab" * 32, None, 0.0, 0, 0)
-            writer.closed_cell(ClosedCell(window, 1, 1, "ok", None, index))
+            writer.closed_cell(ClosedCell.of(window, 1, 1, "ok", None, index))
 
     closer = threading.Thread(target=close_cells)
     interval = sys.getswitchinterval()
