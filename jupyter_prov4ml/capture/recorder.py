@@ -224,12 +224,9 @@ class Recorder:
         self.namespace = namespace
         self.dataflow = DataflowCache()
         self.lineage = Lineage()
-        # In the shell's `ast_transformers` (given by the extension) only for cells not yet
-        # analysed: the tree IPython parsed, so the analysis need not parse it again. Any
-        # transformer makes IPython run `ast.fix_missing_locations` over the whole tree (~45
-        # µs a small cell, ~4.5 ms a 200-line one), a waste for a cell analysed before.
+        # Attached to the shell's compiler by the extension: keeps the tree IPython parsed for
+        # a cell not analysed yet, so the analysis need not parse it again.
         self.trees = CellTreeCapture()
-        self.transformers: list[Any] | None = None
         self._on_error = on_error
         self.notebook_path = notebook_path
         self._sink = sink
@@ -243,19 +240,9 @@ class Recorder:
             return
         window = self._open(info.raw_cell or "", front_end_cell_id(info))
         self.trees.clear()
-        if self.transformers is not None:
-            self._capture_tree(window.sha256 not in self.dataflow)
+        self.trees.wanted = window.sha256 not in self.dataflow
         self.current = window
         self._sink.opened(window, "cell")
-
-    def _capture_tree(self, wanted: bool) -> None:
-        transformers = self.transformers
-        assert transformers is not None
-        present = self.trees in transformers
-        if wanted and not present:
-            transformers.append(self.trees)
-        elif present and not wanted:
-            transformers.remove(self.trees)
 
     def open_detached(self, source: str) -> OpenWindow:
         """A window for code run outside the cell hooks (a magic called programmatically)."""

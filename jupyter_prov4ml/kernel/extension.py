@@ -140,16 +140,14 @@ class ProvExtension:
         self.shell.register_magics(self._magics)
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
-        self.recorder.transformers = self.shell.ast_transformers
+        self.recorder.trees.attach(self.shell.compile)
         self._shutdown_hook.install()
         atexit.register(self.close_writer)
 
     def unload(self) -> None:
         """Undo exactly what `load` did, after writing what is pending."""
         self._unregister_hooks()
-        self.recorder.transformers = None
-        if self.recorder.trees in self.shell.ast_transformers:
-            self.shell.ast_transformers.remove(self.recorder.trees)
+        self.recorder.trees.detach()
         if self._magics is not None:
             _unregister_magics(self.shell, self._magics)
             self._magics = None

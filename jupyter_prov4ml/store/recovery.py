@@ -16,10 +16,12 @@ Without `fcntl` (Windows) sessions hold no lock and nothing is recovered.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+from jupyter_prov4ml.capture.progress import Progress
 from jupyter_prov4ml.capture.recorder import make_run
 from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.identity import valid_id
@@ -28,6 +30,13 @@ from jupyter_prov4ml.records import CellRef, CellRun, HardwareSummary, Param, Ru
 from jupyter_prov4ml.redaction import redact_source
 from jupyter_prov4ml.store.journal import read_journal
 from jupyter_prov4ml.store.layout import Store, UnsafeStorePath
+from jupyter_prov4ml.store.monitor_files import (
+    DeathNote,
+    MonitorRow,
+    read_death_note,
+    read_samples,
+    samples_path,
+)
 from jupyter_prov4ml.store.session_lock import LOCK_NAME, SessionLock
 
 
@@ -99,11 +108,15 @@ def recover_session(store: Store, session_id: str, notices: Notices) -> list[Cel
         )
         return []
     writer = StoreWriter(store, state.session, notices, resumed=True)
+    session_dir = store.session_dir(session_id)
+    # What the session's monitor process saw (kernel/monitor_process.py), where it ran.
+    note = read_death_note(session_dir)
     runs = []
     for run_id, opened in state.open.items():
         progress = state.progress.get(run_id)
         try:
-            run, series = _crashed_run(state.session, opened, progress)
+            rows = read_samples(samples_path(session_dir, str(run_id))) if valid_id(run_id) else []
+            run, series = _crashed_run(state.session, opened, progress, note, rows)
         except (KeyError, TypeError, ValueError):
             continue  # an open line we cannot read: nothing trustworthy to finalise
         writer.submit_run(run, series)
@@ -114,15 +127,28 @@ def recover_session(store: Store, session_id: str, notices: Notices) -> list[Cel
 
 
 def _crashed_run(
-    session: SessionInfo, opened: dict[str, Any], progress: Any
+    session: SessionInfo,
+    opened: dict[str, Any],
+    progress: Any,
+    note: DeathNote | None = None,
+    rows: list[MonitorRow] | None = None,
 ) -> tuple[CellRun, RunSeries]:
-    """The record of a run that never closed, and its series, from what was journaled."""
+    """The record of a run that never closed, and its series, from what was journaled (and
+    what the monitor process saw: its samples after the last checkpoint, the moment the
+    kernel was last seen alive, the cause)."""
 
     started = float(opened["started_at_unix_s"])
     kind: RunKind = "provrun" if opened["kind"] == "provrun" else "cell"
-    # The last moment the run is known to have been alive: its last checkpoint.
+    # The last moment the run is known to have been alive: the monitor's last look at the
+    # kernel, else its last checkpoint.
+    if progress is None and rows and kind == "provrun":
+        progress = Progress()  # killed before its first checkpoint: the monitor's samples
     last_seen = progress.last_seen_unix_s if progress is not None else None
+    if note is not None:
+        last_seen = max(note.alive_at_unix_s, last_seen or note.alive_at_unix_s)
     ended = max(started, last_seen or started)
+    if progress is not None and rows:
+        _append_monitor_rows(progress.samples, rows)
     params = [Param(**p) for p in opened.get("params", ())]
     series = RunSeries()
     hardware: HardwareSummary | None = None
@@ -149,12 +175,43 @@ def _crashed_run(
         ended - started,
         progress.cpu_time_s if progress is not None else 0.0,
         "crashed",
-        "KernelDied",
+        _died_how(note, progress),
         name=opened.get("name"),
         params=tuple(params),
         hardware=hardware,
     )
     return run, series
+
+
+def _append_monitor_rows(samples: Any, rows: list[MonitorRow]) -> None:
+    """The monitor's samples taken after the last journaled one (while the kernel could not
+    checkpoint: a C call holding the GIL, or its last seconds), appended in order."""
+    elapsed = samples.column("elapsed_s")
+    last = elapsed[-1] if elapsed else -1.0
+    later = [row.columns for row in rows if row.columns.get("elapsed_s", -1.0) > last]
+    if not later:
+        return
+    names = {name for columns in later for name in columns}
+    chunk = {name: [columns.get(name, math.nan) for columns in later] for name in names}
+    samples.extend(chunk, 1)
+
+
+def _died_how(note: DeathNote | None, progress: Any) -> str:
+    """`KernelDied`, with the cause the monitor found and the last step logged, where known."""
+    told = []
+    if note is not None:
+        told.append(note.cause)
+    metrics = progress.metrics if progress is not None else None
+    if metrics is not None:
+        last = [
+            (series.times_ns[-1], series.steps[-1], series.name)
+            for series in metrics.series.values()
+            if len(series.times_ns) and len(series.steps)
+        ]
+        if last:
+            _, step, name = max(last)
+            told.append(f"last step logged: {step} ({name[:60]})")
+    return "KernelDied" + (": " + "; ".join(told) if told else "")
 
 
 def _inside(store: Store, name: str) -> bool:

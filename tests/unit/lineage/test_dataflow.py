@@ -668,24 +668,28 @@ def _sources() -> list[str]:
 def test_ipythons_tree_gives_the_same_dataflow(shell: Any) -> None:
     """Walking IPython's own tree of each corpus cell gives what analysing its source does."""
     capture = CellTreeCapture()
-    shell.ast_transformers.append(capture)
+    capture.attach(shell.compile)
     compared = 0
-    for index, source in enumerate(_sources()):
-        capture.clear()
-        # IPython's own pipeline up to execution: transform, parse, AST transformers.
-        code = shell.transform_cell(source)
-        tree = shell.transform_ast(shell.compile.ast_parse(code))
-        assert capture.take() is tree
-        cache = DataflowCache()
-        assert cache.get(str(index), source, tree) == analyze(source), source
-        compared += 1
+    try:
+        for index, source in enumerate(_sources()):
+            capture.clear()
+            # IPython's own pipeline up to execution: transform, parse, AST transformers.
+            code = shell.transform_cell(source)
+            tree = shell.transform_ast(shell.compile.ast_parse(code))
+            assert capture.take() is tree
+            cache = DataflowCache()
+            assert cache.get(str(index), source, tree) == analyze(source), source
+            compared += 1
+    finally:
+        capture.detach()
     assert compared == len(CORPUS) + len(EXECUTABLE)
 
 
 def test_tree_capture_in_a_running_shell(shell: Any) -> None:
-    """In a real shell the capture keeps the cell's tree, not a nested run_cell's."""
+    """In a real shell the capture keeps the cell's tree, not a nested run_cell's; a cell that
+    does not parse leaves none; `detach` gives the compiler back its own `ast_parse`."""
     capture = CellTreeCapture()
-    shell.ast_transformers.append(capture)
+    capture.attach(shell.compile)
     source = "a = 1\nget_ipython().run_cell('inner = 2')\nb = a + c\n"
     capture.clear()
     shell.run_cell(source)
@@ -698,21 +702,27 @@ def test_tree_capture_in_a_running_shell(shell: Any) -> None:
     capture.clear()
     shell.run_cell("x = (\n")
     assert capture.take() is None
-    assert capture in shell.ast_transformers  # never unregistered for raising
+    capture.wanted = False
+    shell.run_cell("y = 1\n")
+    assert capture.take() is None
+    capture.detach()
+    assert "ast_parse" not in vars(shell.compile)
 
 
-def test_tree_is_captured_only_for_cells_not_analysed_yet(loaded: Any) -> None:
-    """Any AST transformer makes IPython walk the whole tree of every cell, so the capture is
-    in `ast_transformers` only while a cell that was never analysed runs."""
+def test_tree_capture_adds_no_ast_transformer(loaded: Any) -> None:
+    """Any AST transformer makes IPython walk the whole tree of every cell: the tree is taken
+    from the compiler, and the extension leaves `ast_transformers` as it found it; unloading
+    gives the compiler back its own `ast_parse`, and the cells still get their lineage."""
     probe = "seen = [type(t).__name__ for t in get_ipython().ast_transformers]"
     loaded.run_cell(probe, store_history=True)
-    assert "CellTreeCapture" in loaded.user_ns["seen"]
-    loaded.run_cell(probe, store_history=True)
-    assert "CellTreeCapture" not in loaded.user_ns["seen"]
-    loaded.run_cell(probe + "  # edited", store_history=True)
-    assert "CellTreeCapture" in loaded.user_ns["seen"]
+    assert loaded.user_ns["seen"] == []
+    assert "ast_parse" in vars(loaded.compile)
+    loaded.run_cell("first = 1", store_history=True)
+    loaded.run_cell("second = first + 1", store_history=True)
+    lineage = loaded._jupyter_prov4ml.recorder.lineage
+    assert "first" in lineage.last_binder and "second" in lineage.last_binder
     loaded.run_line_magic("unload_ext", "jupyter_prov4ml")
-    assert not [t for t in loaded.ast_transformers if type(t).__name__ == "CellTreeCapture"]
+    assert "ast_parse" not in vars(loaded.compile)
 
 
 def test_tree_path_keeps_the_size_cap() -> None:
