@@ -43,7 +43,10 @@ def memory_events_path(
         _, controllers, path = line.split(":", 2)
         relative = path.lstrip("/")
         if controllers == "":  # cgroup v2 (unified)
-            candidates += [root / relative / "memory.events", root / "unified" / relative / "memory.events"]
+            candidates += [
+                root / relative / "memory.events",
+                root / "unified" / relative / "memory.events",
+            ]
         elif "memory" in controllers.split(","):  # cgroup v1
             candidates.append(root / "memory" / relative / "memory.oom_control")
     return next((path for path in candidates if path.is_file()), None)
@@ -106,7 +109,10 @@ class CauseWatch:
         after = oom_kills(self.events_path)
         if after is not None and after > (self.oom_kills_before or 0):
             return f"OOM kill (the cgroup's oom_kill count rose to {after})"
-        if self.slurm_end_unix_s is not None and now_unix_s >= self.slurm_end_unix_s - SLURM_SLACK_S:
+        if (
+            self.slurm_end_unix_s is not None
+            and now_unix_s >= self.slurm_end_unix_s - SLURM_SLACK_S
+        ):
             return "job time limit (SLURM_JOB_END_TIME reached)"
         number = exit_signal(self.pid)
         if number is not None:

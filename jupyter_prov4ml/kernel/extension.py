@@ -32,6 +32,7 @@ from jupyter_prov4ml.hardware.host import host_facts, open_host_reader
 from jupyter_prov4ml.hardware.meter import EnergyMeter
 from jupyter_prov4ml.identity import notebook_path
 from jupyter_prov4ml.kernel.context_probe import ContextProbe
+from jupyter_prov4ml.kernel.monitor_client import MonitorHandle
 from jupyter_prov4ml.kernel.shutdown_hook import KernelShutdownHook
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import RunContext, SessionInfo
@@ -118,6 +119,10 @@ class ProvExtension:
         # The running %%provrun's Dask capture, which a Client created in its body finds
         # through the client preload (cluster/client_preload.py).
         self.cluster_capture: ClusterCapture | None = None
+        # The monitor process outside the kernel (kernel/monitor_client.py), started by the
+        # first %%provrun; None before, or where it cannot run (then the sampler thread alone).
+        self.monitor: MonitorHandle | None = None
+        self._monitor_unavailable = False
         self._hook_failures = 0
         self._begin_ok = True
         self._shutdown_hook = KernelShutdownHook(shell, self.close_writer)
@@ -158,6 +163,7 @@ class ProvExtension:
         self.host_reader.close()
 
     def close_writer(self) -> None:
+        self.stop_monitor()
         if not self.writer.close():
             self.notices.warn("unwritten", self.unwritten_message())
         self.notices.flush_to_stderr()
@@ -220,10 +226,35 @@ class ProvExtension:
 
     def set_store(self, root: Path) -> None:
         """Switch to another store: what is pending goes to the old one first."""
+        self.stop_monitor()  # it records into the old store; the next %%provrun starts one
         self.writer.close()
         self.store, self.writer = self._open_store(root, os.environ)
         self.recorder.rebind(self.writer)
         self.writer.start()
+
+    def monitor_for_run(self) -> MonitorHandle | None:
+        """The session's monitor process, started on first use (or again, should it have
+        died); None where it cannot run, said once: the sampler thread alone remains."""
+        if self._monitor_unavailable:
+            return None
+        if self.monitor is not None and self.monitor.alive():
+            return self.monitor
+        try:
+            self.monitor = MonitorHandle.start(self.store, self.session.session_id)
+        except Exception as error:  # noqa: BLE001 - the run goes on with the sampler thread
+            self._monitor_unavailable = True
+            self.notices.warn(
+                "monitor",
+                f"no monitor process ({error}); runs are sampled in the kernel only, so a C "
+                "call holding the GIL pauses sampling and a crash is found later",
+            )
+            return None
+        return self.monitor
+
+    def stop_monitor(self) -> None:
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            monitor.stop()
 
     # -- display -----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from jupyter_prov4ml.hardware.crash_cause import CauseWatch
 from jupyter_prov4ml.hardware.host import ProcHostReader
 from jupyter_prov4ml.hardware.process_tree import ProcTreeReader, TreeSampler, is_process_column
+from jupyter_prov4ml.identity import valid_id
 from jupyter_prov4ml.settings import StoreModes
 from jupyter_prov4ml.store.monitor_files import (
     LOCK_FILE,
@@ -70,6 +71,8 @@ class Monitor:
         self.deadline = math.inf
         self.alive_at = time.time()
         self._pending = b""
+        # Files of runs that ended: the kernel reads one when its run ends, then it goes.
+        self._ended: list[Path] = []
 
     def alive(self) -> bool:
         if os.getppid() != self.kernel_pid:
@@ -97,11 +100,13 @@ class Monitor:
                 return
             for key, _ in events:
                 said = self._read_commands(commands) if key.data == "commands" else None
-                if said == "eof" and not self.alive():
-                    self.died()  # the pipe closed because the kernel died
-                    return
-                if said is not None:
+                if said == "eof":
+                    # The kernel closes its fds before it is reaped or re-parents us: it is
+                    # dying (only `stop` stops us). Watch on until it is gone.
+                    selector.unregister(commands)
+                elif said == "stop":
                     self.end_run()  # stopped by the kernel
+                    self.clean()
                     return
             if self.journal is not None and time.monotonic() >= self.deadline:
                 self.tick()
@@ -125,6 +130,9 @@ class Monitor:
 
     def begin_run(self, run_id: str, interval_s: float, t0: float) -> None:
         self.end_run()
+        self.clean()
+        if not valid_id(run_id):
+            return
         self.run_id = run_id
         self.interval_s = max(MIN_INTERVAL_S, interval_s)
         self.t0 = t0
@@ -136,8 +144,16 @@ class Monitor:
     def end_run(self) -> None:
         if self.journal is not None:
             self.journal.close()
+            if self.run_id is not None:
+                self._ended.append(samples_path(self.session_dir, self.run_id))
         self.journal = None
         self.run_id = None
+
+    def clean(self) -> None:
+        for path in self._ended:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._ended.clear()
 
     def tick(self) -> None:
         assert self.journal is not None
@@ -163,15 +179,22 @@ class Monitor:
 
     def died(self) -> None:
         """Write what was seen, then finalise the dead session's open runs."""
+        crashed = self.run_id
         self.end_run()
+        if crashed is not None:
+            self._ended.pop()  # recovery reads it
         note = DeathNote(self.kernel_pid, self.alive_at, self.watch.cause(time.time()))
         try:
             note.write(self.session_dir, self.modes)
         except OSError as error:
             print(f"jupyter_prov4ml monitor: could not write {error!r}", file=sys.stderr)
-        self.recover()
+        self.clean()
+        if self.recover() and crashed is not None:
+            self._ended.append(samples_path(self.session_dir, crashed))
+            self.clean()  # folded into the crashed run's data files
 
-    def recover(self) -> None:
+    def recover(self) -> bool:
+        """Finalise the session's open runs (False: left to the next recoverer)."""
         from jupyter_prov4ml.notices import Notices
         from jupyter_prov4ml.store.layout import Store
         from jupyter_prov4ml.store.recovery import recover_session
@@ -187,7 +210,8 @@ class Monitor:
                 recover_session(Store(self.store_root, self.modes), self.session_id, Notices())
             finally:
                 lock.release(remove=True)
-            return
+            return True
+        return False
 
 
 def _hold_lock(folder: Path, modes: StoreModes) -> int | None:

@@ -14,8 +14,9 @@ from jupyter_prov4ml.capture.run_capture import RunSeries, StepContext, finish_s
 from jupyter_prov4ml.capture.seeds import SeedWatch, randomness_of
 from jupyter_prov4ml.cluster.cluster_capture import ClusterCapture
 from jupyter_prov4ml.cluster.cluster_figures import ClusterResult
-from jupyter_prov4ml.hardware.sampler import DEFAULT_INTERVAL_S, Sampler
+from jupyter_prov4ml.hardware.sampler import DEFAULT_INTERVAL_S, SampleColumns, Sampler
 from jupyter_prov4ml.kernel.child_processes import ChildProcesses
+from jupyter_prov4ml.kernel.monitor_client import MonitorHandle
 from jupyter_prov4ml.records import CellRun, Param, Status
 from jupyter_prov4ml.views.cluster_summary import live_worker_rows
 from jupyter_prov4ml.views.live_monitor import LiveMonitor, live_view_supported
@@ -92,6 +93,8 @@ class _Capturing:
     seeds: SeedWatch
     cluster: ClusterCapture | None = None
     children: ChildProcesses | None = None
+    # The monitor process sampling the run from outside the kernel (None: the sampler alone).
+    outside: MonitorHandle | None = None
 
 
 def _run_in_window(
@@ -181,6 +184,11 @@ def _start(
         monitor.watch(capture)
         sampler.subscribe(monitor.on_tick)
     sampler.start()
+    outside = ext.monitor_for_run()
+    if outside is not None and not outside.begin_run(
+        window.run_id, options.interval_s, sampler.t0_ns / 1e9
+    ):
+        outside = None
     # Never raises: a Dask cluster's failure costs the run only its cluster figures.
     ext.cluster_capture = ClusterCapture.begin(window.run_id, ext.notices.warn)
     if monitor is not None:
@@ -191,7 +199,15 @@ def _start(
     seeds = SeedWatch()
     seeds.start(sys.modules)
     return _Capturing(
-        params, capture, energy_start, sampler, monitor, seeds, ext.cluster_capture, children
+        params,
+        capture,
+        energy_start,
+        sampler,
+        monitor,
+        seeds,
+        ext.cluster_capture,
+        children,
+        outside,
     )
 
 
@@ -206,6 +222,9 @@ def _finish(
     sampler, capture = capturing.sampler, capturing.capture
     capturing.seeds.stop()
     samples = sampler.stop()
+    if capturing.outside is not None:
+        # Where the sampler thread could not run (a C call holding the GIL), the monitor did.
+        samples = capturing.outside.end_run(window.run_id, samples, sampler.interval_s)
     cluster = _cluster_result(ext, capturing)
     children = capturing.children
     children_cpu_s = children.finish(ext, capture) if children is not None else None
@@ -300,6 +319,8 @@ def _finish_plainly(
     try:
         capturing.seeds.stop()
         capturing.sampler.stop()
+        if capturing.outside is not None:
+            capturing.outside.end_run(window.run_id, SampleColumns(), capturing.sampler.interval_s)
         if capturing.children is not None:
             capturing.children.finish(ext, capturing.capture)
         if capturing.cluster is not None:

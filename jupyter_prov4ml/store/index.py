@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,
     error_type TEXT,
     started_at_unix_s REAL NOT NULL,
-    started_at TEXT NOT NULL,          -- ISO 8601, UTC: made once here, not per listing
+    started_at TEXT,                   -- ISO 8601, UTC, made once here; NULL for plain cells
+                                       -- (made when listed: the writer's per-cell cost)
     duration_s REAL NOT NULL,
     cpu_time_s REAL NOT NULL,
     energy_j REAL,                     -- total over devices; NULL when nothing was measured
@@ -300,7 +301,7 @@ def row_of_cell(
         _text(entry.get("st", "ok")),
         _text(entry.get("et"), optional=True),
         started,
-        iso_utc(started),
+        None,
         _number(wall_ns / 1e9),
         _number(cpu_ns / 1e9),
         None,
@@ -722,13 +723,15 @@ class RunIndex:
         else:
             rows.reverse()
         root = self.store_root
-        # Plain cells share documents of many cells: make each path (costly in pathlib) once.
+        # Make each path (costly in pathlib) once.
         paths = {relpath: root / relpath for relpath in {row[16] for row in rows} if relpath}
         make = IndexedRun._make
         return [
             make(
                 (
-                    *row[:15],
+                    *row[:11],
+                    row[11] or iso_utc(row[10]),
+                    *row[12:15],
                     tuple(json.loads(row[15]).items()) if row[15] else (),
                     paths.get(row[16]),
                 )
@@ -928,7 +931,7 @@ class IndexBatch:
                     entry.get("st", "ok"),
                     entry.get("et"),
                     started,
-                    iso_utc(started),
+                    None,
                     entry["w"] / 1e9,
                     entry["c"] / 1e9,
                     None,

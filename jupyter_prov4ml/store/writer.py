@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PERIOD_S = 0.5
 DEFAULT_MAX_PENDING = 20_000
+INDEX_PERIOD_S = 5.0
 _NOTICE_KEY = "store"
 
 
@@ -479,6 +480,14 @@ class StoreWriter:
     def _lines_of(self, item: _Item) -> tuple[list[str], _Done]:
         """The journal lines of one item (encoding only: runs' files are made in `RunFiles`),
         and what to do once they are written."""
+        # Plain cells first: most items are.
+        if isinstance(item, ClosedCell):
+            session_id = self.session.session_id
+            entry = cell_entry(item, session_id, redact_source(item.source))
+            notebook_path = self.session.notebook_path
+            return [encode_entry(entry)], lambda offset: self._index.batch().add_cell(
+                session_id, entry, session_id, notebook_path, offset
+            )
         if isinstance(item, _Line):
             line = encode_line(item.event, item.payload)
             if item.event == "session":
@@ -490,13 +499,6 @@ class StoreWriter:
             return [encode_line("progress", jsonable(progress_to_dict(item.piece)))], _nothing
         if isinstance(item, _Opened):
             return self._open_lines(item), _nothing
-        if isinstance(item, ClosedCell):
-            session_id = self.session.session_id
-            entry = cell_entry(item, session_id, redact_source(item.source))
-            notebook_path = self.session.notebook_path
-            return [encode_entry(entry)], lambda offset: self._index.batch().add_cell(
-                session_id, entry, session_id, notebook_path, offset
-            )
         if isinstance(item, RunFilesWritten):
             return self._run_close(item.run, item.prov_path)
         if isinstance(item, _Announce):
@@ -560,10 +562,11 @@ class StoreWriter:
         self._index.journal_opened(journal.size)
 
     def _sync_index(self, force: bool = True) -> None:
-        """Index what was journaled: at most once a period unless forced (a flush; readers
-        catch up from the journal meanwhile), so a cell's close costs no SQLite commit."""
+        """Index what was journaled: at most every INDEX_PERIOD_S unless forced (a flush;
+        readers catch up from the journal meanwhile), so a cell's close costs no SQLite
+        commit of its own: a commit costs ~1.2 ms, 10 µs a cell at the writer's period."""
         now = time.monotonic()
-        if self._journal is None or (not force and now - self._last_index_sync < self.period_s):
+        if self._journal is None or (not force and now - self._last_index_sync < INDEX_PERIOD_S):
             return
         self._last_index_sync = now
         self._index.sync(self._journal.size)
