@@ -30,6 +30,7 @@ import bench_lineage
 import bench_long_run
 import bench_long_session
 import bench_metrics
+import bench_monitor
 import bench_plot
 import bench_process_tree
 import bench_provrun
@@ -55,6 +56,7 @@ def main(argv: list[str]) -> int:
         ("bench_metrics", bench_metrics.main),
         ("bench_sampler", bench_sampler.main),
         ("bench_process_tree", bench_process_tree.main),
+        ("bench_monitor", bench_monitor.main),
         ("bench_long_run", bench_long_run.main),
         ("bench_dataflow", bench_dataflow.main),
         ("bench_lineage", bench_lineage.main),

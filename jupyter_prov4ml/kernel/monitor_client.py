@@ -38,6 +38,8 @@ class MonitorHandle:
     def __init__(self, process: subprocess.Popen[bytes], session_dir: Path) -> None:
         self.process = process
         self.session_dir = session_dir
+        # A forked child of the kernel holds a copy of this handle: only the kernel drives it.
+        self.owner_pid = os.getpid()
 
     @classmethod
     def start(cls, store: Store, session_id: str) -> MonitorHandle:
@@ -95,6 +97,8 @@ class MonitorHandle:
 
     def stop(self) -> None:
         """Ask it to end, then make sure it has (never raises)."""
+        if os.getpid() != self.owner_pid:
+            return  # a forked child exiting: the kernel's monitor is not its to stop
         self._say("stop")
         with contextlib.suppress(OSError):
             if self.process.stdin is not None:
@@ -108,7 +112,7 @@ class MonitorHandle:
 
     def _say(self, line: str) -> bool:
         stdin = self.process.stdin
-        if stdin is None or stdin.closed:
+        if stdin is None or stdin.closed or os.getpid() != self.owner_pid:
             return False
         try:
             stdin.write(line.encode() + b"\n")
@@ -124,7 +128,8 @@ def _gap_s(samples: SampleColumns, interval_s: float) -> float:
 
 def has_gaps(samples: SampleColumns, interval_s: float) -> bool:
     """Whether two neighbouring kernel samples lie farther apart than the sampling allows."""
-    elapsed = samples.column("elapsed_s")
+    # From the sampler's start (0) on: a body that blocks at once leaves its gap first.
+    elapsed = [0.0, *samples.column("elapsed_s")]
     limit = _gap_s(samples, interval_s)
     return any(b - a > limit for a, b in itertools.pairwise(elapsed))
 
@@ -139,10 +144,11 @@ def fill_gaps(samples: SampleColumns, rows: list[MonitorRow], interval_s: float)
     extra = []
     for row in rows:
         at = row.columns.get("elapsed_s", math.nan)
-        if not elapsed[0] < at < elapsed[-1]:
+        if not 0.0 < at < elapsed[-1]:
             continue
         index = bisect.bisect_left(elapsed, at)
-        if elapsed[index] - elapsed[index - 1] > limit:
+        before = elapsed[index - 1] if index else 0.0
+        if elapsed[index] - before > limit:
             extra.append(row.columns)
     if not extra:
         return samples

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from jupyter_prov4ml.hardware.crash_cause import CauseWatch
 from jupyter_prov4ml.hardware.host import ProcHostReader
-from jupyter_prov4ml.hardware.process_tree import ProcTreeReader, TreeSampler, is_process_column
+from jupyter_prov4ml.hardware.process_tree import TreeSampler, is_process_column, open_tree_reader
 from jupyter_prov4ml.identity import valid_id
 from jupyter_prov4ml.settings import StoreModes
 from jupyter_prov4ml.store.monitor_files import (
@@ -62,7 +62,7 @@ class Monitor:
         self.session_dir = store_root / "sessions" / session_id
         self.modes = modes
         self.watch = CauseWatch.start(kernel_pid)
-        self.tree = TreeSampler(ProcTreeReader(kernel_pid))
+        self.tree = TreeSampler(open_tree_reader(kernel_pid))
         self.host = ProcHostReader()
         self.run_id: str | None = None
         self.journal: SampleJournal | None = None

@@ -116,8 +116,11 @@ class DeathNote:
 
     def write(self, session_dir: Path, modes: StoreModes = PRIVATE) -> None:
         make_private_dirs(monitor_dir(session_dir), modes)
-        data = {"kernel_pid": self.kernel_pid, "alive_at_unix_s": self.alive_at_unix_s}
-        data["cause"] = self.cause  # type: ignore[assignment]
+        data: dict[str, object] = {
+            "kernel_pid": self.kernel_pid,
+            "alive_at_unix_s": self.alive_at_unix_s,
+            "cause": self.cause,
+        }
         atomic_write_bytes(monitor_dir(session_dir) / DEATH_NOTE, json.dumps(data).encode(), modes)
 
 

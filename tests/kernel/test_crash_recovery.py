@@ -155,7 +155,7 @@ def test_sigkill_mid_provrun_leaves_a_crashed_run(tmp_path: Path, kernels: Any) 
     assert seen.last_seen_unix_s <= record["ended_at_unix_s"] <= dead_at
     assert killed_at - 3.0 <= record["ended_at_unix_s"]
     assert record["error_type"].startswith("KernelDied: killed")
-    assert "cause unknown; last step logged: " in record["error_type"]
+    assert "(cause unknown); last step logged: " in record["error_type"]
     assert record["started_at_unix_s"] < record["ended_at_unix_s"]
     (metric,) = record["metrics"]
     assert metric["name"] == "loss" and metric["count"] >= seen.points >= 100
