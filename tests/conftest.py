@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import shutil
@@ -58,10 +59,18 @@ def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_dir: Path) -> I
     InteractiveShell.clear_instance()
     ip = InteractiveShell.instance(config=config, display_pub_class=CapturingDisplayPublisher)
     yield ip
-    extension = getattr(ip, "_jupyter_prov4ml", None)
-    if extension is not None:
+    dispose_shell(ip)
+
+
+def dispose_shell(ip: Any) -> None:
+    """Unload the extension, close the shell's history and forget the shell, including its
+    exit hook: IPython registers each shell's `atexit_operations` (a namespace reset and a
+    full `gc.collect()`), and hundreds of test shells in a process that has imported torch and
+    transformers made pytest spend many minutes exiting after its last test."""
+    if getattr(ip, "_jupyter_prov4ml", None) is not None:
         ip.run_line_magic("unload_ext", "jupyter_prov4ml")
     ip.history_manager.end_session()
+    atexit.unregister(ip.atexit_operations)
     InteractiveShell.clear_instance()
 
 

@@ -44,7 +44,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 import jupyter_prov4ml
-from conftest import deserialize_strict
+from conftest import deserialize_strict, dispose_shell
 from jupyter_prov4ml.capture.params import literal_assignments
 from jupyter_prov4ml.cli.main import main as cli_main
 from jupyter_prov4ml.kernel.magics import MAX_EXPANDED_LINE_CHARS
@@ -94,9 +94,7 @@ def module_shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             assert shell.run_cell("%load_ext jupyter_prov4ml").success
         yield shell
         print(f"\nbad-input cases tried: {dict(sorted(CASES.items()))}")
-        shell.run_line_magic("unload_ext", "jupyter_prov4ml")
-        shell.history_manager.end_session()
-        InteractiveShell.clear_instance()
+        dispose_shell(shell)
 
 
 @pytest.fixture

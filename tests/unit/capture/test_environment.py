@@ -16,7 +16,7 @@ from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from conftest import deserialize_strict, displayed, extension_of
+from conftest import deserialize_strict, displayed, dispose_shell, extension_of
 from jupyter_prov4ml.capture.environment import (
     CAPTURED_VARIABLES,
     MAX_VALUE_CHARS,
@@ -187,10 +187,7 @@ def separate_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     shell = InteractiveShell.instance(config=config, display_pub_class=CapturingDisplayPublisher)
     folders["shell"] = shell  # type: ignore[assignment]
     yield folders
-    if getattr(shell, "_jupyter_prov4ml", None) is not None:
-        shell.run_line_magic("unload_ext", "jupyter_prov4ml")
-    shell.history_manager.end_session()
-    InteractiveShell.clear_instance()
+    dispose_shell(shell)
 
 
 def test_nothing_is_written_outside_the_store(separate_folders: dict[str, Any]) -> None:
