@@ -112,7 +112,8 @@ def gpu_window_energy(
         detail = f"trapezoid over {len(points)} samples"
         if span_s < duration_s:
             # The sampler's first and last ticks fall inside the window, never on its edges.
-            energy *= duration_s / span_s
+            # Mean power first: `duration_s / span_s` overflows for a tiny span (0 × inf).
+            energy = energy / span_s * duration_s
             detail += f" spanning {span_s:.3g} s, at their mean power over {duration_s:.3g} s"
         return EnergyReading(
             "gpu", device, energy, "integrated-power", duration_s, f"{detail}; {why}"
