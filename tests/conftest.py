@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
@@ -29,6 +31,13 @@ pytest_plugins = ("kernel_processes",)
 # The tiers, kept apart by folder: each test gets its folder's marker, so `-m unit` (or
 # `-m "not browser"`) picks a tier without every file having to say which one it is in.
 TIERS = ("unit", "shell", "cli", "kernel", "browser")
+# CI runs the property tests on a fixed seed: the same inputs on every run of one commit, so a
+# submission is judged on its code, not on the inputs a run happened to draw. A developer's
+# runs draw new inputs each time (`HYPOTHESIS_PROFILE=ci` reproduces CI's).
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default")
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
