@@ -178,7 +178,7 @@ def writer_cost_per_cell(tmp: Path) -> tuple[float, float]:
     from jupyter_prov4ml.store.layout import Store
     from jupyter_prov4ml.store.writer import StoreWriter
 
-    cells = 1_500  # under CELLS_PER_DOCUMENT: no PROV document in the timed drain
+    cells = 1_500
     counter = iter(range(10**6))
 
     def one(indexed: bool) -> float:

@@ -446,8 +446,9 @@ def _run_all(arms: dict[str, _Kernel]) -> list[Result]:
 
 
 def _document(arms: dict[str, _Kernel]) -> tuple[list[Result], str]:
-    """Paced cells across the writer's periodic cells document, loaded first, then as many bare
-    ones; (results, a note for the writer's CPU)."""
+    """Paced cells past LONG_SESSION_CELLS recorded ones (where the writer once built a PROV
+    document of the plain cells), loaded first, then as many bare ones; (results, a note for
+    the writer's CPU)."""
     bare, loaded = arms["bare"], arms["loaded"]
     every = LONG_SESSION_CELLS
     count = max(0, every - loaded.cells) + DOCUMENT_WINDOW

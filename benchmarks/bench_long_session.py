@@ -28,10 +28,11 @@ session starts cold, without one-off import costs):
 What it showed when written (2 vCPUs shared with other jobs, so bare cells took 0.6-3 ms):
 the hooks add ~130-210 µs to a median cell, 19-25 % of it, the same in the last block as in
 the first; every container stays at its size once all distinct cells were seen; the
-package's live memory is a saw-tooth between ~0.1 and ~1 MiB (the cells waiting for their
-PROV document, emptied every CELLS_PER_DOCUMENT cells). The writer is the large cost: each
-2,000-cell PROV document takes ~1.5-2 s of writer CPU and a ~47 MiB transient peak, and
-RSS keeps ~40 MiB of it after the first one; later RSS growth is IPython's own history.
+package's live memory was a saw-tooth between ~0.1 and ~1 MiB (the cells then waiting for a
+PROV document of every 2,000 cells, which took ~1.5-2 s of writer CPU and a ~47 MiB transient
+peak). Plain cells' documents are no longer built ahead (they are made from the journal when
+read), so that saw-tooth and that writer cost are gone; later RSS growth is IPython's own
+history.
 
 Run alone: `python benchmarks/bench_long_session.py [--cells N] [--block B] [--no-trace]`;
 a full 10,000-cell run takes about three minutes on a 2-vCPU VM.
@@ -164,14 +165,15 @@ def _quiet(notices: io.StringIO) -> Iterator[None]:
 
 
 def _arm(shell: Any, extension: Any, on: bool) -> None:
-    """The extension's hooks and its AST capture registered (on) or not (off); its state kept."""
+    """The extension's hooks and its tree capture (a wrapper of the shell compiler's
+    `ast_parse`) in place (on) or not (off); its state kept."""
     set_hooks(shell, extension, on)
     trees = extension.recorder.trees
-    transformers = shell.ast_transformers
-    if on and trees not in transformers:
-        transformers.append(trees)
-    elif not on and trees in transformers:
-        transformers.remove(trees)
+    attached = "ast_parse" in vars(shell.compile)
+    if on and not attached:
+        trees.attach(shell.compile)
+    elif not on and attached:
+        trees.detach()
 
 
 def extension_sizes(extension: Any) -> dict[str, int]:
@@ -535,8 +537,7 @@ def results(timed: list[TimedBlock], traced: list[MemoryBlock]) -> list[Result]:
                 "µs",
                 None,
                 None,
-                note="mean over the blocks; includes a PROV document every "
-                "CELLS_PER_DOCUMENT cells",
+                note="mean over the blocks",
             )
         )
     found.append(

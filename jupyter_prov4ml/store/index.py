@@ -276,7 +276,7 @@ def row_of_record(
 def row_of_cell(
     journal: str, entry: dict[str, Any], session_id: str, notebook_path: Any, offset: int
 ) -> tuple[Any, ...]:
-    """The index row of a plain cell's compact journal line (`codec.encode_cell_line`) that
+    """The index row of a plain cell's compact journal line (`codec.cell_entry`) that
     starts at byte `offset` of the journal; no copy of the line is kept."""
     started = _number(entry["t"])
     wall_ns, cpu_ns = entry["w"], entry["c"]
