@@ -14,6 +14,7 @@ The cell's sha256 stays that of the original source, so it still identifies the 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -141,7 +142,20 @@ _MAX_NESTED_ITEMS = 1_000
 
 def is_secret_name(name: str) -> bool:
     """Whether `name` (a variable, key, parameter or flag) names a credential."""
+    # Asked on every cell for the names it bound: a notebook reuses a few hundred names, and
+    # a lookup costs a fraction of three regex searches. Only plain, short strings are kept
+    # (a str subclass may hash and compare as it likes).
+    if type(name) is str and len(name) <= _CACHED_NAME_CHARS:
+        return _known_secret_name(name)
+    return _secret_name(name)
+
+
+def _secret_name(name: str) -> bool:
     return SECRET_NAME.search(name) is not None or _is_short_secret(name)
+
+
+_CACHED_NAME_CHARS = 64
+_known_secret_name = functools.lru_cache(maxsize=2048)(_secret_name)
 
 
 def _is_short_secret(name: str) -> bool:

@@ -8,13 +8,12 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from jupyter_prov4ml.capture.run_capture import RunCapture, RunSeries, StepContext, finish_steps
 from jupyter_prov4ml.identity import front_end_cell_id, source_sha256
-from jupyter_prov4ml.lineage.dataflow import CellTreeCapture, DataflowCache
-from jupyter_prov4ml.lineage.links import Lineage, Links
+from jupyter_prov4ml.lineage.dataflow import NO_DATAFLOW, CellTreeCapture, DataflowCache
+from jupyter_prov4ml.lineage.links import Lineage, Links, VariableFacts
 from jupyter_prov4ml.records import CellRef, CellRun, RunKind, Status
 from jupyter_prov4ml.redaction import redact_source
 from jupyter_prov4ml.settings import EnergyConfig
@@ -28,34 +27,67 @@ class RecordSink(Protocol):
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[Any]: ...
 
 
-@dataclass(slots=True)
 class OpenWindow:
     """A cell that has started and not yet ended."""
 
-    run_id: str
-    source: str
-    sha256: str
-    cell_id: str | None
-    started_unix_s: float
-    started_perf_ns: int
-    started_cpu_ns: int
-    closed: bool = False
-    # Created on the first API call (log_metric, track, ...) made while this cell runs.
-    capture: RunCapture | None = None
-    # The source as stored (credentials redacted): made once, in the writer thread.
-    _stored_source: str | None = None
-    # Whether the writer journaled this (long-running) cell as open.
-    open_journaled: bool = False
+    __slots__ = (
+        "_sha256",
+        "_stored_source",
+        "capture",
+        "cell_id",
+        "closed",
+        "open_journaled",
+        "run_id",
+        "source",
+        "started_cpu_ns",
+        "started_perf_ns",
+        "started_unix_s",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        source: str,
+        sha256: str | None,
+        cell_id: str | None,
+        started_unix_s: float,
+        started_perf_ns: int,
+        started_cpu_ns: int,
+    ) -> None:
+        """`sha256`: the source's, or None to hash it when first asked (a plain cell's hook
+        never asks: the store writer hashes it, off the cell's path)."""
+        self.run_id = run_id
+        self.source = source
+        self._sha256 = sha256
+        self.cell_id = cell_id
+        self.started_unix_s = started_unix_s
+        self.started_perf_ns = started_perf_ns
+        self.started_cpu_ns = started_cpu_ns
+        self.closed = False
+        # Created on the first API call (log_metric, track, ...) made while this cell runs.
+        self.capture: RunCapture | None = None
+        # The source as stored (credentials redacted): made once, in the writer thread.
+        self._stored_source: str | None = None
+        # Whether the writer journaled this (long-running) cell as open.
+        self.open_journaled = False
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the source, hashed once."""
+        if self._sha256 is None:
+            self._sha256 = source_sha256(self.source)
+        return self._sha256
+
+    @property
+    def known_sha256(self) -> str | None:
+        """The source's SHA-256 if already hashed, else None."""
+        return self._sha256
 
     def stored_source(self) -> str:
         """The source as the store keeps it, redacted once however often it is written."""
         if self._stored_source is None:
             self._stored_source = redact_source(self.source)
         return self._stored_source
-
-
-# A variable a cell bound, as `VariableSummary`'s fields: name, type, description, hash.
-VariableFacts = tuple[str, str, str, "str | None"]
 
 
 class ClosedCell(NamedTuple):
@@ -70,7 +102,7 @@ class ClosedCell(NamedTuple):
 
     run_id: str
     source: str  # as the cell ran: redacted by the writer, off the cell's path
-    sha256: str
+    sha256: str | None  # None: the writer hashes `source`, off the cell's path
     cell_id: str | None
     started_unix_s: float
     wall_ns: int
@@ -95,16 +127,10 @@ class ClosedCell(NamedTuple):
         links: Links | None = None,
     ) -> ClosedCell:
         """The facts of `window`, ended at these clock readings, with its lineage."""
-        lineage: tuple[Any, ...] = ()
-        if links is not None:
-            variables = tuple(
-                (v.name, v.type_name, v.description, v.value_sha256) for v in links.variables
-            )
-            lineage = (links.reads, variables, links.informed_by, links.derived_from_sha256)
         return cls(
             window.run_id,
             window.source,
-            window.sha256,
+            window.known_sha256,
             window.cell_id,
             window.started_unix_s,
             ended_perf_ns - window.started_perf_ns,
@@ -112,7 +138,7 @@ class ClosedCell(NamedTuple):
             status,
             error_type,
             execution_count,
-            *lineage,
+            *(links or ()),
         )
 
 
@@ -122,7 +148,7 @@ def link_fields(links: Links | None) -> dict[str, Any]:
         return {}
     return {
         "reads": links.reads,
-        "variables": links.variables,
+        "variables": links.summaries(),
         "informed_by": links.informed_by,
         "derived_from_sha256": links.derived_from_sha256,
     }
@@ -223,7 +249,8 @@ class Recorder:
         # are recorded without it.
         self.namespace = namespace
         self.dataflow = DataflowCache()
-        self.lineage = Lineage()
+        # Cells are known by their source here (see DataflowCache): hashed only for output.
+        self.lineage = Lineage(source_sha256)
         # Attached to the shell's compiler by the extension: keeps the tree IPython parsed for
         # a cell not analysed yet, so the analysis need not parse it again.
         self.trees = CellTreeCapture()
@@ -235,12 +262,24 @@ class Recorder:
         self.current: OpenWindow | None = None
 
     def begin(self, info: Any) -> None:
+        # Every cell's hook: no hashing, no I/O, no object beyond the window (see the module
+        # docstring); the writer hashes and redacts the source.
         self._depth += 1
         if self._depth > 1:
             return
-        window = self._open(info.raw_cell or "", front_end_cell_id(info))
+        self._sequence += 1
+        window = OpenWindow(
+            f"{self.session_id}-{self._sequence:05d}",
+            info.raw_cell or "",
+            None,
+            front_end_cell_id(info),
+            time.time(),
+            time.perf_counter_ns(),
+            time.process_time_ns(),
+        )
+        # The tree IPython parses next is kept even for a cell analysed before: one
+        # reference, dropped when the cell ends, costs less than asking.
         self.trees.clear()
-        self.trees.wanted = window.sha256 not in self.dataflow
         self.current = window
         self._sink.opened(window, "cell")
 
@@ -251,13 +290,13 @@ class Recorder:
     def _open(self, source: str, cell_id: str | None) -> OpenWindow:
         self._sequence += 1
         return OpenWindow(
-            run_id=f"{self.session_id}-{self._sequence:05d}",
-            source=source,
-            sha256=source_sha256(source),
-            cell_id=cell_id,
-            started_unix_s=time.time(),
-            started_perf_ns=time.perf_counter_ns(),
-            started_cpu_ns=time.process_time_ns(),
+            f"{self.session_id}-{self._sequence:05d}",
+            source,
+            None,
+            cell_id,
+            time.time(),
+            time.perf_counter_ns(),
+            time.process_time_ns(),
         )
 
     def end(self, result: Any) -> None:
@@ -273,9 +312,10 @@ class Recorder:
         ended_perf_ns = time.perf_counter_ns()
         ended_cpu_ns = time.process_time_ns()
         window.closed = True
-        status, error_type = status_of(result_error(result))
+        error = result_error(result)
+        status, error_type = ("ok", None) if error is None else status_of(error)
         count = getattr(result, "execution_count", None)
-        links = self.link(window, count, status == "ok")
+        links = self.link(window, count, error is None)
         capture = window.capture
         if capture is not None:
             status, error_type = capture.outcome(status, error_type)
@@ -319,16 +359,16 @@ class Recorder:
         if self.namespace is None:
             return None
         try:
-            flow = self.dataflow.get(window.sha256, window.source, self.trees.take())
-            empty: frozenset[str] = frozenset()
+            source = window.source
+            flow = self.dataflow.get(source, source, self.trees.take()) or NO_DATAFLOW
             return self.lineage.record(
                 window.run_id,
                 window.cell_id,
-                window.sha256,
+                source,
                 execution_count,
-                flow.reads if flow is not None else empty,
-                flow.binds if flow is not None else empty,
-                flow.deletes if flow is not None else empty,
+                flow.reads,
+                flow.binds,
+                flow.deletes,
                 succeeded,
                 self.namespace,
             )

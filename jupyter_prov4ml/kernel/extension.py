@@ -125,6 +125,7 @@ class ProvExtension:
         self._monitor_unavailable = False
         self._hook_failures = 0
         self._begin_ok = True
+        self._probe_to_start = True
         self._shutdown_hook = KernelShutdownHook(shell, self.close_writer)
         self._magics: Any = None
         # papermill's injected parameters, read from the session's input history.
@@ -436,7 +437,8 @@ class ProvExtension:
 
     def post_run_cell(self, result: Any) -> None:
         try:
-            if not self.context_probe.started:
+            if self._probe_to_start:  # once: when the `%load_ext` cell ends
+                self._probe_to_start = False
                 self.context_probe.start()
             self.recorder.end(result)
             if self._begin_ok:

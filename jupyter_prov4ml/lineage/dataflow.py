@@ -1,5 +1,5 @@
 """Names a cell reads from the user's namespace, and names it binds or deletes there, found
-statically with `ast` (the cell is never run for this), memoised by the source's SHA-256.
+statically with `ast` (the cell is never run for this), memoised by the source.
 
 What counts:
 - *reads*: a name loaded before the cell has definitely bound it in its top-level flow. Flow
@@ -30,8 +30,7 @@ import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 DEFAULT_CELL_MAGICS: frozenset[str] = frozenset({"provrun", "time", "timeit", "capture", "prun"})
 # A cell over 100 kB (some 2,500 lines) is data pasted into a notebook: analysing it would cost
@@ -57,15 +56,19 @@ _NO_FALL_THROUGH = (ast.Raise, ast.Return, ast.Continue, ast.Break)
 _GET_IPYTHON = ast.Name("get_ipython", ast.Load())
 
 
-@dataclass(frozen=True, slots=True)
-class CellDataflow:
-    """What one cell reads from and does to the user namespace (see the module docstring)."""
+class CellDataflow(NamedTuple):
+    """What one cell reads from and does to the user namespace (see the module docstring).
+    A tuple: one is made for every new cell source, in its hook."""
 
     reads: frozenset[str]
     binds: frozenset[str]
     deletes: frozenset[str]
     # `from m import *` binds names no static analysis can list.
     star_import: bool = False
+
+
+# What is known of a cell that could not be analysed: nothing read, bound or deleted.
+NO_DATAFLOW = CellDataflow(frozenset(), frozenset(), frozenset())
 
 
 def reads_user_names(flow: CellDataflow, known: Collection[str]) -> frozenset[str]:
@@ -81,9 +84,14 @@ def analyze(
     return _analyze(source, frozenset(cell_magics), MAX_SOURCE_CHARS, _IPythonSyntax())
 
 
+_NOT_CACHED: Any = object()
+
+
 class DataflowCache:
-    """`analyze`, memoised by the source's SHA-256 in a bounded LRU: a cell run again costs
-    one dictionary lookup. One IPython transformer serves every analysis (made on first need).
+    """`analyze`, memoised in a bounded LRU: a cell run again costs one dictionary lookup.
+    The kernel keys it by the source itself (a string hashes once, where a SHA-256 would cost
+    the cell hook a hashlib call; IPython keeps every source in its history anyway). One
+    IPython transformer serves every analysis (made on first need).
     """
 
     def __init__(
@@ -99,25 +107,28 @@ class DataflowCache:
         self._syntax = _IPythonSyntax()
         self._entries: OrderedDict[str, CellDataflow | None] = OrderedDict()
 
-    def get(self, sha256: str, source: str, tree: ast.Module | None = None) -> CellDataflow | None:
-        """The dataflow of `source`, whose SHA-256 is `sha256`, analysed at most once.
+    def get(self, key: str, source: str, tree: ast.Module | None = None) -> CellDataflow | None:
+        """The dataflow of `source`, known by `key` (itself, or its SHA-256), analysed at most
+        once.
 
         `tree`, when given, is the AST IPython itself parsed from this cell (see
         `CellTreeCapture`): walking it skips the parse, about 80 % of a first analysis.
         """
         entries = self._entries
-        try:
-            flow = entries[sha256]
-        except KeyError:
-            if tree is not None and len(source) <= self.max_source_chars:
-                flow = _analyze_tree(tree, self.cell_magics, self._syntax)
-            else:
-                flow = self.analyze(source)
-            entries[sha256] = flow
-            if len(entries) > self.max_entries:
-                entries.popitem(last=False)
-            return flow
-        entries.move_to_end(sha256)
+        # Not `try: entries[key]`: a new cell would raise (and catch) a KeyError.
+        found = entries.get(key, _NOT_CACHED)
+        if found is not _NOT_CACHED:
+            entries.move_to_end(key)
+            cached: CellDataflow | None = found
+            return cached
+        flow = (
+            _analyze_tree(tree, self.cell_magics, self._syntax)
+            if tree is not None and len(source) <= self.max_source_chars
+            else self.analyze(source)
+        )
+        entries[key] = flow
+        if len(entries) > self.max_entries:
+            entries.popitem(last=False)
         return flow
 
     def analyze(self, source: str) -> CellDataflow | None:
@@ -127,8 +138,8 @@ class DataflowCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, sha256: object) -> bool:
-        return sha256 in self._entries
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
 
 class CellTreeCapture:
@@ -140,8 +151,9 @@ class CellTreeCapture:
     IPython run `ast.fix_missing_locations` over every cell's whole tree, in Python (as long
     as parsing it: ~4.5 µs for `x = 1`, ~3 ms for a 200-line cell, ~3x that in a kernel).
     Code a cell runs with `run_cell` (as `%%provrun` does) or `%time` parses later, so the
-    first tree is the cell's. Set `wanted` and call `clear()` in `pre_run_cell`, `take()` in
-    `post_run_cell`; a cell that did not parse leaves nothing to take.
+    first tree is the cell's. Call `clear()` in `pre_run_cell`, `take()` in `post_run_cell`;
+    a cell that did not parse leaves nothing to take. `wanted` false (once detached) keeps
+    nothing.
     """
 
     __slots__ = ("_attached", "_tree", "wanted")
@@ -265,12 +277,90 @@ def _analyze(
 def _analyze_tree(
     tree: ast.Module, cell_magics: frozenset[str], syntax: _IPythonSyntax
 ) -> CellDataflow | None:
+    flow = _straight_line_flow(tree.body)
+    if flow is not None:
+        return flow
     walker = _CellWalker(cell_magics, syntax)
     try:
         walker.block(tree.body, walker.module)
     except (RecursionError, MemoryError):
         return None
     return walker.result()
+
+
+def _straight_line_flow(body: list[ast.stmt]) -> CellDataflow | None:
+    """The walker's result for the commonest cells, in one loop: assignments to plain names
+    (`x = f(y)`, `n += 1`) and expression statements, whose expressions open no scope
+    (lambda, comprehension), bind nothing (walrus) and call no magic. None for any other
+    cell, which the walker then analyses. A new cell's analysis runs in its hook: this
+    skips the walker's set-up and dispatch, most of the cost of a one-line cell (a test
+    holds the two to the same answer)."""
+    bound: set[str] = set()
+    free: set[str] = set()
+    for statement in body:
+        kind = type(statement)
+        if kind is _Assign:
+            targets = statement.targets  # type: ignore[attr-defined]
+            for target in targets:
+                if type(target) is not _Name:
+                    return None
+            if not _straight_loads(statement.value, bound, free):  # type: ignore[attr-defined]
+                return None
+            for target in targets:
+                bound.add(target.id)
+        elif kind is _Expr:
+            if not _straight_loads(statement.value, bound, free):  # type: ignore[attr-defined]
+                return None
+        elif kind is _AugAssign:
+            target = statement.target  # type: ignore[attr-defined]
+            if type(target) is not _Name:
+                return None
+            if target.id not in bound:
+                free.add(target.id)
+            if not _straight_loads(statement.value, bound, free):  # type: ignore[attr-defined]
+                return None
+            bound.add(target.id)
+        else:
+            return None
+    return CellDataflow(_shared(free), _shared(bound), _EMPTY)
+
+
+def _straight_loads(node: ast.expr, bound: set[str], free: set[str]) -> bool:
+    """Add the names `node` loads that `bound` lacks to `free`, as `_CellWalker.expr` does;
+    False (with `free` part-filled) when `node` holds what only the walker handles."""
+    stack: list[Any] = [node]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    fields_of = _EXPR_FIELDS
+    while stack:
+        current = pop()
+        kind = type(current)
+        if kind is _Name:
+            if current.id not in bound:
+                free.add(current.id)
+        elif kind is _Constant:
+            continue
+        elif kind is _Attribute:
+            push(current.value)
+        elif kind is _Call:
+            func = current.func
+            if type(func) is _Attribute and func.attr in _IPYTHON_CALLS:
+                return False
+            for keyword in current.keywords:
+                push(keyword.value)
+            extend(current.args)
+            push(func)
+        elif (fields := fields_of.get(kind)) is not None:
+            for field in fields:
+                value = getattr(current, field)
+                if type(value) is list:
+                    extend(value)
+                elif value is not None:
+                    push(value)
+        elif current is None:
+            continue  # `{**d}` has None among the Dict's keys
+        else:
+            return False
+    return True
 
 
 # Scope kinds. Module and class bodies run in order, once: they are followed statement by
@@ -321,6 +411,7 @@ def _irrefutable(pattern: ast.pattern) -> bool:
 
 
 _Name, _Constant, _Attribute, _Call = ast.Name, ast.Constant, ast.Attribute, ast.Call
+_Assign, _AugAssign, _Expr = ast.Assign, ast.AugAssign, ast.Expr
 # The fields of an expression that hold sub-expressions, last first: the walk pops them from a
 # stack, so they come out in evaluation order (which matters only for the walrus).
 _EXPR_FIELDS: dict[type, tuple[str, ...]] = {

@@ -10,8 +10,9 @@ are recognised by module and name, never through `getattr` on the user's object.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from jupyter_prov4ml.identity import source_sha256
@@ -27,16 +28,23 @@ _SCALARS = (int, float, bool, complex)
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
+# A variable a cell bound, as `VariableSummary`'s fields: name, type, description, hash. Made
+# on every cell that binds a name, so a plain tuple (a frozen dataclass costs ~3x more).
+VariableFacts = tuple[str, str, str, "str | None"]
+
+
 def summarize(name: str, value: Any) -> VariableSummary:
     """Name, type, a short description and, where cheap, a hash of the value."""
+    return VariableSummary(*variable_facts(name, value))
+
+
+def variable_facts(name: str, value: Any) -> VariableFacts:
+    """`summarize`'s fields as a tuple: what the cell hook keeps."""
     kind = type(value)
-    type_name = (
-        f"{kind.__module__}.{kind.__qualname__}"
-        if kind.__module__ != "builtins"
-        else kind.__qualname__
-    )
+    module = kind.__module__
+    type_name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
     digest: str | None = None
-    if is_secret_name(name) or _holds_credential(kind, value):
+    if is_secret_name(name) or ((kind is str or kind is bytes) and _holds_credential(kind, value)):
         # No description and no hash: a short password's sha256 can be looked up.
         description = REDACTED
     elif kind in _SCALARS:
@@ -52,19 +60,19 @@ def summarize(name: str, value: Any) -> VariableSummary:
             digest = _sha(value)
     elif kind in _CONTAINERS:
         description = f"{len(value)} items"
-    elif kind.__module__ == "numpy" and kind.__name__ == "ndarray":
+    elif module == "numpy" and kind.__name__ == "ndarray":
         description = f"shape {value.shape} {value.dtype}"
         if value.nbytes <= MAX_HASHED_BYTES:
             digest = _sha(value.tobytes())
-    elif kind.__module__.startswith("pandas.") and kind.__name__ in ("DataFrame", "Series"):
+    elif module.startswith("pandas.") and kind.__name__ in ("DataFrame", "Series"):
         description = f"shape {value.shape}"
-    elif kind.__module__.startswith("torch") and kind.__name__ in ("Tensor", "Parameter"):
+    elif module.startswith("torch") and kind.__name__ in ("Tensor", "Parameter"):
         description = f"shape {tuple(value.shape)} {value.dtype}"
     elif kind.__name__ in ("module", "function", "type", "builtin_function_or_method"):
         description = str(getattr(value, "__name__", ""))[:MAX_SUMMARY_CHARS]
     else:
         description = ""
-    return VariableSummary(name, type_name, description, digest)
+    return name, type_name, description, digest
 
 
 def _holds_credential(kind: type, value: Any) -> bool:
@@ -86,21 +94,35 @@ class Links(NamedTuple):
     """What one execution's lineage adds to its record (a tuple: built on every cell)."""
 
     reads: tuple[str, ...]
-    variables: tuple[VariableSummary, ...]
+    variables: tuple[VariableFacts, ...]
     informed_by: tuple[tuple[str, tuple[str, ...]], ...]
     derived_from_sha256: str | None
+
+    def summaries(self) -> tuple[VariableSummary, ...]:
+        """`variables` as a record holds them."""
+        return tuple(VariableSummary(*facts) for facts in self.variables)
+
+
+def _same(version: str) -> str:
+    return version
+
+
+# Most cells read nothing a recorded cell bound: they share this (never changed) mapping.
+_NO_READS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
 class _CellState:
-    """The latest execution of one cell (by front-end id, else by source hash)."""
+    """The latest execution of one cell (by front-end id, else by version)."""
 
     run_id: str
     cell_id: str | None
-    sha256: str
+    # What identifies this version of the cell's code: its source in the kernel (hashed only
+    # when a record or a view needs the hash), its SHA-256 when replayed from records.
+    version: str
     execution_count: int | None
     # name read → the execution that had bound it when this cell read it
-    read_from: dict[str, str] = field(default_factory=dict)
+    read_from: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,20 +137,25 @@ class StaleCell:
 
 
 class Lineage:
-    """The session's bindings and the last execution of each cell (main thread)."""
+    """The session's bindings and the last execution of each cell (main thread).
 
-    def __init__(self) -> None:
+    `digest` turns a cell version (what `record` is given) into its SHA-256: the kernel
+    passes sources and `source_sha256`, so a cell's hook never hashes; replayed records
+    pass hashes, kept as they are."""
+
+    def __init__(self, digest: Callable[[str], str] = _same) -> None:
         self.last_binder: dict[str, str] = {}
-        # run id → (cell key, source hash, execution count) of executions that bound names
+        # run id → (cell key, version, execution count) of executions that bound names
         self._binders: dict[str, tuple[str, str, int | None]] = {}
         self._bound_ids: dict[str, int] = {}
         self.cells: dict[str, _CellState] = {}
+        self._digest = digest
 
     def record(
         self,
         run_id: str,
         cell_id: str | None,
-        sha256: str,
+        version: str,
         execution_count: int | None,
         reads: frozenset[str],
         binds: frozenset[str],
@@ -136,17 +163,27 @@ class Lineage:
         succeeded: bool,
         namespace: Mapping[str, Any],
     ) -> Links:
-        key = cell_id or sha256
+        # On every cell: the common case (nothing read, one name bound) takes the short way.
+        key = cell_id or version
         previous = self.cells.get(key)
-        derived = previous.sha256 if previous is not None and previous.sha256 != sha256 else None
-        last_binder = self.last_binder
-        read_from = {name: last_binder[name] for name in reads if name in last_binder}
-        informed: dict[str, list[str]] = {}
-        if read_from:
-            for name, binder in sorted(read_from.items()):
-                if binder != run_id:
-                    informed.setdefault(binder, []).append(name)
-        variables = []
+        derived = (
+            self._digest(previous.version)
+            if previous is not None and previous.version != version
+            else None
+        )
+        read_from: Mapping[str, str] = _NO_READS
+        informed_by: tuple[tuple[str, tuple[str, ...]], ...] = ()
+        if reads:
+            last_binder = self.last_binder
+            found = {name: last_binder[name] for name in reads if name in last_binder}
+            if found:
+                read_from = found
+                informed: dict[str, list[str]] = {}
+                for name, binder in sorted(found.items()):
+                    if binder != run_id:
+                        informed.setdefault(binder, []).append(name)
+                informed_by = tuple((binder, tuple(names)) for binder, names in informed.items())
+        variables: list[VariableFacts] = []
         for name in sorted(binds) if len(binds) > 1 else binds:
             if name not in namespace:
                 continue
@@ -158,22 +195,22 @@ class Lineage:
             self.last_binder[name] = run_id
             self._bound_ids[name] = id(value)
             try:
-                variables.append(summarize(name, value))
+                variables.append(variable_facts(name, value))
             except Exception:  # noqa: BLE001 - describing a value is best effort
-                variables.append(VariableSummary(name, type(value).__name__, "", None))
+                variables.append((name, type(value).__name__, "", None))
         for name in deletes:
             self.last_binder.pop(name, None)
             self._bound_ids.pop(name, None)
-        self.cells[key] = _CellState(run_id, cell_id, sha256, execution_count, read_from)
+        self.cells[key] = _CellState(run_id, cell_id, version, execution_count, read_from)
         if variables:
-            self._binders[run_id] = (key, sha256, execution_count)
+            self._binders[run_id] = (key, version, execution_count)
             if len(self._binders) > 2 * (len(self.last_binder) + len(self.cells)) + 64:
                 self._prune()
         return Links(
-            reads=tuple(sorted(read_from)),
-            variables=tuple(variables),
-            informed_by=tuple((binder, tuple(names)) for binder, names in informed.items()),
-            derived_from_sha256=derived,
+            tuple(sorted(read_from)) if read_from else (),
+            tuple(variables),
+            informed_by,
+            derived,
         )
 
     @classmethod
@@ -219,7 +256,7 @@ class Lineage:
             cell_id = cell.cell_id
             if notebook_sources is not None and cell_id is not None and cell_id in notebook_sources:
                 current = notebook_sources[cell_id]
-                if source_sha256(current) != cell.sha256:
+                if source_sha256(current) != self._digest(cell.version):
                     reasons.append("its source changed after it ran")
             if positions is not None and cell_id is not None and cell_id in positions:
                 here = positions[cell_id]
@@ -230,7 +267,11 @@ class Lineage:
             if reasons:
                 found.append(
                     StaleCell(
-                        cell.cell_id, cell.sha256, cell.run_id, cell.execution_count, tuple(reasons)
+                        cell.cell_id,
+                        self._digest(cell.version),
+                        cell.run_id,
+                        cell.execution_count,
+                        tuple(reasons),
                     )
                 )
         return found
@@ -250,9 +291,9 @@ class Lineage:
         known = self._binders.get(binder)
         if known is None:
             return False
-        key, sha256, _ = known
+        key, version, _ = known
         latest = self.cells.get(key)
-        return latest is not None and latest.sha256 != sha256
+        return latest is not None and latest.version != version
 
     def _describe(self, run_id: str) -> str:
         known = self._binders.get(run_id)

@@ -14,7 +14,8 @@ import json
 import math
 import sys
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
 from jupyter_prov4ml.capture.progress import MetricChunk, ProgressSlice
@@ -69,6 +70,19 @@ def plain(value: Any) -> Any:
 
 # One encoder for every journal line: `json.dumps` with options builds a new one per call.
 _ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder `_ENCODE` builds on every call, built once: a plain cell's line is encoded by
+# it directly (a third cheaper). Same output; None where the C accelerator is missing.
+_C_ENCODE: Callable[[Any, int], Sequence[str]] | None = (
+    c_make_encoder(None, _refuse, encode_basestring_ascii, None, ":", ",", False, False, False)
+    if c_make_encoder is not None
+    else None
+)
 
 
 def encode_line(event: str, payload: dict[str, Any]) -> str:
@@ -200,11 +214,12 @@ def session_from_dict(data: dict[str, Any]) -> SessionInfo:
 CELL_EVENT = "cell"
 
 
-def cell_entry(cell: ClosedCell, session_id: str, source: str) -> dict[str, Any]:
-    """The compact journal entry of a plain cell that ended (`source`: redacted)."""
+def cell_entry(cell: ClosedCell, session_id: str, source: str, sha256: str) -> dict[str, Any]:
+    """The compact journal entry of a plain cell that ended (`source`: redacted; `sha256`:
+    of the source as it ran)."""
     prefix = f"{session_id}-"
     entry: dict[str, Any] = {"event": CELL_EVENT, "n": _short_id(cell.run_id, prefix)}
-    entry["sha"] = cell.sha256
+    entry["sha"] = sha256
     entry["src"] = source
     if cell.cell_id is not None:
         entry["id"] = cell.cell_id
@@ -230,7 +245,9 @@ def cell_entry(cell: ClosedCell, session_id: str, source: str) -> dict[str, Any]
 
 def encode_entry(entry: dict[str, Any]) -> str:
     """A journal line of an entry that already holds its `event`."""
-    return _ENCODE(entry) + "\n"
+    if _C_ENCODE is None:
+        return _ENCODE(entry) + "\n"
+    return "".join(_C_ENCODE(entry, 0)) + "\n"
 
 
 def _short_id(run_id: str, prefix: str) -> int | str:

@@ -98,6 +98,18 @@ _UPSERT_RUN = (
     + ", prov_path = COALESCE(excluded.prov_path, runs.prov_path)"
 )
 _UPSERT_RECORD = "INSERT OR REPLACE INTO records (run_id, record_json) VALUES (?, ?)"
+# A plain cell's row binds only the columns a cell has (the others are NULL): a third fewer
+# values to bind, on the writer's per-cell path.
+_CELL_COLUMNS = (
+    "run_id, journal, session_id, cell_sha256, cell_id, execution_count, notebook_path, "
+    "status, error_type, started_at_unix_s, duration_s, cpu_time_s, line_offset"
+)
+_UPSERT_CELL = (
+    f"INSERT INTO runs (kind, {_CELL_COLUMNS}) VALUES ('cell', {', '.join('?' * 13)}) "
+    "ON CONFLICT (run_id) DO UPDATE SET kind = 'cell', "
+    + ", ".join(f"{c} = excluded.{c}" for c in _CELL_COLUMNS.replace(" ", "").split(",")[1:])
+    + ", name = NULL, started_at = NULL, energy_j = NULL, params_json = NULL"
+)
 _SET_DOCUMENT = "UPDATE runs SET prov_path = ? WHERE run_id = ?"
 _LISTED = (
     "run_id, session_id, kind, name, cell_sha256, cell_id, execution_count, notebook_path, "
@@ -276,8 +288,9 @@ def row_of_record(
 def row_of_cell(
     journal: str, entry: dict[str, Any], session_id: str, notebook_path: Any, offset: int
 ) -> tuple[Any, ...]:
-    """The index row of a plain cell's compact journal line (`codec.cell_entry`) that
-    starts at byte `offset` of the journal; no copy of the line is kept."""
+    """The index row (`_CELL_COLUMNS`) of a plain cell's compact journal line
+    (`codec.cell_entry`) that starts at byte `offset` of the journal; no copy of the line is
+    kept."""
     started = _number(entry["t"])
     wall_ns, cpu_ns = entry["w"], entry["c"]
     if type(wall_ns) is not int or type(cpu_ns) is not int:
@@ -292,8 +305,6 @@ def row_of_cell(
         _text(cell_run_id(entry["n"], session_id)),
         journal,
         _text(session_id),
-        "cell",
-        None,
         _text(entry["sha"]),
         _text(entry.get("id"), optional=True),
         count,
@@ -301,14 +312,9 @@ def row_of_cell(
         _text(entry.get("st", "ok")),
         _text(entry.get("et"), optional=True),
         started,
-        None,
         _number(wall_ns / 1e9),
         _number(cpu_ns / 1e9),
-        None,
-        None,
-        None,
         offset,
-        None,
     )
 
 
@@ -376,14 +382,20 @@ def _cell_context(session_json: str | None) -> tuple[str, Any] | None:
     return info.session_id, info.notebook_path
 
 
-def _upsert(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
-    """Rows as `row_of_record` makes them: the listed columns, then the full record. A row
-    SQLite refuses is skipped, not the batch; returns how many were."""
+def _upsert(
+    connection: sqlite3.Connection,
+    rows: Sequence[tuple[Any, ...]],
+    cells: Sequence[tuple[Any, ...]] = (),
+) -> int:
+    """`rows` as `row_of_record` makes them (the listed columns, then the full record) and
+    plain cells' `cells` as `row_of_cell` does. A row SQLite refuses is skipped, not the
+    batch; returns how many were."""
     try:
         connection.executemany(_UPSERT_RUN, (row[:-1] for row in rows))
         connection.executemany(
             _UPSERT_RECORD, ((row[0], row[-1]) for row in rows if row[-1] is not None)
         )
+        connection.executemany(_UPSERT_CELL, cells)
         return 0
     except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError, ValueError):
         pass
@@ -393,6 +405,11 @@ def _upsert(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> 
             connection.execute(_UPSERT_RUN, row[:-1])
             if row[-1] is not None:
                 connection.execute(_UPSERT_RECORD, (row[0], row[-1]))
+        except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError, ValueError):
+            refused += 1
+    for cell in cells:
+        try:
+            connection.execute(_UPSERT_CELL, cell)
         except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError, ValueError):
             refused += 1
     return refused
@@ -617,6 +634,7 @@ class RunIndex:
             ).fetchone()
             cell_context = _cell_context(known[0] if known else None)
         rows: list[tuple[Any, ...]] = []
+        cells: list[tuple[Any, ...]] = []
         documents: list[tuple[str, str]] = []
         position = 0
         while position < complete:
@@ -633,7 +651,7 @@ class RunIndex:
                 if event == CELL_EVENT:
                     if cell_context is None:
                         raise KeyError("a cell line before its session line")
-                    rows.append(row_of_cell(journal, entry, *cell_context, line_start))
+                    cells.append(row_of_cell(journal, entry, *cell_context, line_start))
                 elif event == "close":
                     rows.append(_validated_row(journal, entry, line))
                 elif event == "document":
@@ -660,7 +678,7 @@ class RunIndex:
             "session_json = COALESCE(excluded.session_json, sessions.session_json)",
             (journal, session_json, start + complete),
         )
-        stats.bad_lines += _upsert(connection, rows)
+        stats.bad_lines += _upsert(connection, rows, cells)
         connection.executemany(_SET_DOCUMENT, documents)
 
     def apply_annotations(self, deleted: Collection[str], tags: Iterable[tuple[str, str]]) -> None:
@@ -897,6 +915,7 @@ class IndexBatch:
 
     session_json: str | None = None
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    cells: list[tuple[Any, ...]] = field(default_factory=list)
     documents: list[tuple[str, str]] = field(default_factory=list)
     # False when a journaled record could not be made a row: the batch then leaves the
     # journal offset where it is, and readers index that record from the journal.
@@ -910,45 +929,34 @@ class IndexBatch:
         except (KeyError, TypeError, ValueError, OverflowError):
             self.complete = False
 
-    def add_cell(
-        self, journal: str, entry: dict[str, Any], session_id: str, notebook_path: Any, offset: int
-    ) -> None:
-        """A plain cell's compact line (`codec.cell_entry`, made by this writer, so not checked
-        as a line read back is), journaled at byte `offset`: the writer's per-cell cost."""
-        started = entry["t"]
+    def add_cell(self, *row: Any) -> None:
+        """A plain cell's row (`_CELL_COLUMNS`), made by this writer from the facts it
+        journaled, so not checked as a line read back is (the writer's per-cell cost); only
+        its text from outside (cell id, notebook path, error type) is made fit for SQLite."""
+        cell_id, notebook_path, error_type = row[4], row[6], row[8]
+        if cell_id is None and notebook_path is None and error_type is None:
+            self.cells.append(row)
+            return
         try:
-            self.rows.append(
+            self.cells.append(
                 (
-                    f"{session_id}-{entry['n']:05d}" if type(entry["n"]) is int else entry["n"],
-                    journal,
-                    session_id,
-                    "cell",
-                    None,
-                    entry["sha"],
-                    _text(entry.get("id"), optional=True),
-                    entry.get("ec"),
+                    *row[:4],
+                    _text(cell_id, optional=True),
+                    row[5],
                     _text(notebook_path, optional=True),
-                    entry.get("st", "ok"),
-                    entry.get("et"),
-                    started,
-                    None,
-                    entry["w"] / 1e9,
-                    entry["c"] / 1e9,
-                    None,
-                    None,
-                    None,
-                    offset,
-                    None,
+                    row[7],
+                    _text(error_type, optional=True),
+                    *row[9:],
                 )
             )
-        except (KeyError, TypeError, ValueError, OverflowError):
+        except TypeError:
             self.complete = False
 
     def add_document(self, path: str, run_ids: Iterable[str]) -> None:
         self.documents += [(path, run_id) for run_id in run_ids]
 
     def __bool__(self) -> bool:
-        return bool(self.rows or self.documents or self.session_json is not None)
+        return bool(self.rows or self.cells or self.documents or self.session_json is not None)
 
 
 class IndexWriter:
@@ -999,7 +1007,7 @@ class IndexWriter:
                     "session_json = COALESCE(excluded.session_json, sessions.session_json)",
                     (self.journal, batch.session_json, offset),
                 )
-                _upsert(connection, batch.rows)
+                _upsert(connection, batch.rows, batch.cells)
                 connection.executemany(_SET_DOCUMENT, batch.documents)
         except (sqlite3.Error, OSError):
             self.close()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from jupyter_prov4ml.capture.progress import ProgressSlice
 from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow
 from jupyter_prov4ml.capture.run_capture import RunSeries
+from jupyter_prov4ml.identity import source_sha256
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import CellRun, SessionInfo
 from jupyter_prov4ml.redaction import redact_source
@@ -189,7 +190,10 @@ class StoreWriter:
         """A plain cell ended: its close is written at the writer's next period (waking the
         writer for every cell would double a trivial cell's cost: a kill loses at most the
         plain cells of the last period, as the README says)."""
-        self._append(cell)
+        with self._queue_lock:  # `_append`, without its tests: a cell wakes nobody
+            self._pending.append(cell)
+            if len(self._pending) > self.max_pending:
+                self._drop_oldest()
 
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[ProvDocument]:
         """Queue a run: its record is journaled at once (without data files), then its data
@@ -482,12 +486,7 @@ class StoreWriter:
         and what to do once they are written."""
         # Plain cells first: most items are.
         if isinstance(item, ClosedCell):
-            session_id = self.session.session_id
-            entry = cell_entry(item, session_id, redact_source(item.source))
-            notebook_path = self.session.notebook_path
-            return [encode_entry(entry)], lambda offset: self._index.batch().add_cell(
-                session_id, entry, session_id, notebook_path, offset
-            )
+            return self._cell_lines(item)
         if isinstance(item, _Line):
             line = encode_line(item.event, item.payload)
             if item.event == "session":
@@ -504,6 +503,30 @@ class StoreWriter:
         if isinstance(item, _Announce):
             return self._run_close(item.run, None)
         return [], lambda _: self._marker_reached(item)
+
+    def _cell_lines(self, cell: ClosedCell) -> tuple[list[str], _Done]:
+        """A plain cell's compact line and index row: the writer's per-cell work. The hook
+        left the source as it ran: it is hashed and redacted here."""
+        session_id = self.session.session_id
+        sha256 = cell.sha256 if cell.sha256 is not None else source_sha256(cell.source)
+        line = encode_entry(cell_entry(cell, session_id, redact_source(cell.source), sha256))
+        row = (
+            cell.run_id,
+            session_id,
+            session_id,
+            sha256,
+            cell.cell_id,
+            cell.execution_count,
+            self.session.notebook_path,
+            cell.status,
+            cell.error_type,
+            cell.started_unix_s,
+            cell.wall_ns / 1e9,
+            cell.cpu_ns / 1e9,
+        )
+        # The batch is looked up when the line is written: a flush marker before it in the
+        # same write may have committed the one there was.
+        return [line], lambda offset: self._index.batch().add_cell(*row, offset)
 
     def _run_close(self, run: CellRun, prov_path: str | None) -> tuple[list[str], _Done]:
         """A run's record: when it ends (no document yet), and again once its files are."""

@@ -878,3 +878,62 @@ def test_tree_path_agrees_with_source_path(fragments: list[str]) -> None:
     except (SyntaxError, ValueError):
         return
     assert DataflowCache().get("sha", source, tree) == analyze(source)
+
+
+_STRAIGHT_LINES = [
+    "x = 1\n",
+    "y = f(x)\nx += 1\n",
+    "print(a.b[c], *d, key=e)\n",
+    "n += n\nm = n\n",
+    "a = b = c\n",
+    "t = (u, [v, {w: q, **r}], {s}, -z if k else j)\n",
+    "f'{ff!r:>{width}}'\n",
+    "lo = xs[1:hi:step]\n",
+]
+
+
+@pytest.mark.parametrize("source", [*_STRAIGHT_LINES, *EXECUTABLE, *(p.values[0] for p in CORPUS)])
+def test_straight_line_cells_agree_with_the_walker(source: str) -> None:
+    """The one-loop analysis of plain assignment and expression cells gives the walker's
+    answer, and declines every other cell (the corpus holds each kind of statement)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return
+    fast = dataflow._straight_line_flow(tree.body)
+    walker = dataflow._CellWalker(DEFAULT_CELL_MAGICS, dataflow._IPythonSyntax())
+    walker.block(tree.body, walker.module)
+    if source in _STRAIGHT_LINES:
+        assert fast is not None
+    if fast is not None:
+        assert fast == walker.result()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "x = y\n",
+                "y += x\n",
+                "z = x + w\n",
+                "print(z, v.u)\n",
+                "w = v = f(w)\n",
+                "(lambda: x)()\n",
+                "q = [x for x in y]\n",
+                "get_ipython().run_line_magic('time', 'x')\n",
+                "a, b = x, y\n",
+                "del x\n",
+            ]
+        ),
+        max_size=8,
+    )
+)
+def test_straight_line_analysis_never_disagrees(lines: list[str]) -> None:
+    """Mixed cells: whenever the one-loop analysis answers, it is the walker's answer."""
+    tree = ast.parse("".join(lines))
+    fast = dataflow._straight_line_flow(tree.body)
+    walker = dataflow._CellWalker(DEFAULT_CELL_MAGICS, dataflow._IPythonSyntax())
+    walker.block(tree.body, walker.module)
+    if fast is not None:
+        assert fast == walker.result()

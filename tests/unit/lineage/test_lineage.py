@@ -88,7 +88,7 @@ def test_failed_cell_binds_only_what_changed() -> None:
     record(lineage, "r1", "c1", "s1", ns, set(), {"a", "b"})
     ns["a"] = object()
     links = record(lineage, "r2", "c2", "s2", ns, set(), {"a", "b"}, ok=False)
-    assert [v.name for v in links.variables] == ["a"]
+    assert [v.name for v in links.summaries()] == ["a"]
     assert lineage.last_binder == {"a": "r2", "b": "r1"}
 
 
@@ -154,7 +154,7 @@ def test_replay_from_records_finds_the_same_stale_cells() -> None:
                 0,
                 "ok",
                 reads=links.reads,
-                variables=links.variables,
+                variables=links.summaries(),
                 informed_by=links.informed_by,
             )
         )

@@ -8,7 +8,7 @@ import math
 
 from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow, build_run
 from jupyter_prov4ml.lineage.links import Links
-from jupyter_prov4ml.records import Param, VariableSummary
+from jupyter_prov4ml.records import Param
 from jupyter_prov4ml.store.codec import (
     cell_entry,
     encode_entry,
@@ -30,15 +30,15 @@ def test_compact_cell_line_reads_back_as_the_record_the_builder_makes() -> None:
     """A plain cell's compact journal line (written for every cell) decodes to exactly the
     record `build_run` makes of the same facts, with and without lineage links, ids of the
     session and of another one; the source is stored redacted; defaults are left out."""
-    variable = VariableSummary("x", "int", "int", "ff" * 32)
-    bare = VariableSummary("y", "str", "3 characters")
+    variable = ("x", "int", "int", "ff" * 32)
+    bare = ("y", "str", "3 characters", None)
     links_cases = (
         None,
         Links(("a",), (variable, bare), (("s-00000", ("a",)), ("t-00003", ("b",))), "cd" * 32),
     )
     for links in links_cases:
         cell = _cell(links)
-        entry = cell_entry(cell, "s", _WINDOW.stored_source())
+        entry = cell_entry(cell, "s", _WINDOW.stored_source(), _WINDOW.sha256)
         line = encode_entry(entry)
         run = build_run(
             "s",
@@ -55,7 +55,7 @@ def test_compact_cell_line_reads_back_as_the_record_the_builder_makes() -> None:
                 if links is None
                 else {
                     "reads": links.reads,
-                    "variables": links.variables,
+                    "variables": links.summaries(),
                     "informed_by": links.informed_by,
                     "derived_from_sha256": links.derived_from_sha256,
                 }
@@ -74,7 +74,9 @@ def test_compact_cell_line_is_small() -> None:
     """A trivial cell's line holds no repeated constant (session id, notebook path, nulls)."""
     window = OpenWindow("s-00042", "x = 42\n", "ab" * 32, None, 1.7e9, 10, 20)
     line = encode_entry(
-        cell_entry(ClosedCell.of(window, 99_010, 90_020, "ok", None, 42), "s", "x = 42\n")
+        cell_entry(
+            ClosedCell.of(window, 99_010, 90_020, "ok", None, 42), "s", "x = 42\n", "ab" * 32
+        )
     )
     assert "null" not in line and '"s-' not in line
     assert len(line) < 170, line
