@@ -36,6 +36,7 @@ class OpenWindow:
         "capture",
         "cell_id",
         "closed",
+        "ended_perf_ns",
         "open_journaled",
         "run_id",
         "source",
@@ -64,6 +65,7 @@ class OpenWindow:
         self.started_perf_ns = started_perf_ns
         self.started_cpu_ns = started_cpu_ns
         self.closed = False
+        self.ended_perf_ns = 0  # when `closed` was set (a plain cell's): the writer's clue
         # Created on the first API call (log_metric, track, ...) made while this cell runs.
         self.capture: RunCapture | None = None
         # The source as stored (credentials redacted): made once, in the writer thread.
@@ -88,6 +90,9 @@ class OpenWindow:
         if self._stored_source is None:
             self._stored_source = redact_source(self.source)
         return self._stored_source
+
+
+_NO_LINKS = ((), (), (), None)  # ClosedCell's lineage fields when none were found
 
 
 class ClosedCell(NamedTuple):
@@ -127,18 +132,22 @@ class ClosedCell(NamedTuple):
         links: Links | None = None,
     ) -> ClosedCell:
         """The facts of `window`, ended at these clock readings, with its lineage."""
-        return cls(
-            window.run_id,
-            window.source,
-            window.known_sha256,
-            window.cell_id,
-            window.started_unix_s,
-            ended_perf_ns - window.started_perf_ns,
-            ended_cpu_ns - window.started_cpu_ns,
-            status,
-            error_type,
-            execution_count,
-            *(links or ()),
+        # The tuple made directly: the generated `__new__` is one more call on every cell.
+        return tuple.__new__(
+            cls,
+            (
+                window.run_id,
+                window.source,
+                window.known_sha256,
+                window.cell_id,
+                window.started_unix_s,
+                ended_perf_ns - window.started_perf_ns,
+                ended_cpu_ns - window.started_cpu_ns,
+                status,
+                error_type,
+                execution_count,
+                *(links if links is not None else _NO_LINKS),
+            ),
         )
 
 
@@ -311,6 +320,7 @@ class Recorder:
             return
         ended_perf_ns = time.perf_counter_ns()
         ended_cpu_ns = time.process_time_ns()
+        window.ended_perf_ns = ended_perf_ns
         window.closed = True
         error = result_error(result)
         status, error_type = ("ok", None) if error is None else status_of(error)

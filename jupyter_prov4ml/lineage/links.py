@@ -9,6 +9,7 @@ are recognised by module and name, never through `getattr` on the user's object.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ MAX_SUMMARY_CHARS = 80
 # Strings up to this long are checked for a credential's shape (longer ones: by name only).
 _SHAPE_CHECKED_CHARS = 4_096
 _SCALARS = (int, float, bool, complex)
+
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
@@ -40,9 +42,9 @@ def summarize(name: str, value: Any) -> VariableSummary:
 
 def variable_facts(name: str, value: Any) -> VariableFacts:
     """`summarize`'s fields as a tuple: what the cell hook keeps."""
-    kind = type(value)
+    kind: Any = type(value)
     module = kind.__module__
-    type_name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    type_name = _type_name(kind)
     digest: str | None = None
     if is_secret_name(name) or ((kind is str or kind is bytes) and _holds_credential(kind, value)):
         # No description and no hash: a short password's sha256 can be looked up.
@@ -73,6 +75,16 @@ def variable_facts(name: str, value: Any) -> VariableFacts:
     else:
         description = ""
     return name, type_name, description, digest
+
+
+# A type's `__qualname__` is made anew on every read, and a notebook binds values of a few
+# dozen types (bounded: a notebook may define classes again and again).
+def _name_of_type(kind: Any) -> str:
+    module = kind.__module__
+    return str(kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}")
+
+
+_type_name = functools.lru_cache(maxsize=512)(_name_of_type)
 
 
 def _holds_credential(kind: type, value: Any) -> bool:

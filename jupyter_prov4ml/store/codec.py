@@ -251,10 +251,14 @@ def encode_entry(entry: dict[str, Any]) -> str:
 
 
 def _short_id(run_id: str, prefix: str) -> int | str:
-    if run_id.startswith(prefix):
-        tail = run_id[len(prefix) :]
-        if len(tail) == 5 and tail.isascii() and tail.isdigit():
-            return int(tail)
+    tail = run_id[-5:]
+    if (
+        len(run_id) == len(prefix) + 5
+        and tail.isdigit()
+        and tail.isascii()
+        and run_id.startswith(prefix)
+    ):
+        return int(tail)
     return run_id
 
 

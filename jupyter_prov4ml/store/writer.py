@@ -56,6 +56,11 @@ if TYPE_CHECKING:
 DEFAULT_PERIOD_S = 0.5
 DEFAULT_MAX_PENDING = 20_000
 INDEX_PERIOD_S = 5.0
+# How long a periodic drain waits for the kernel to be idle (see `_await_quiet`), how often it
+# looks, and how long after a cell ends its reply is taken to be on its way.
+QUIET_WAIT_S = 0.05
+QUIET_POLL_S = 0.001
+REPLY_GRACE_NS = 1_000_000
 _NOTICE_KEY = "store"
 
 
@@ -324,10 +329,31 @@ class StoreWriter:
         self._claim_session()
         self._recover_crashed()
         while not self._stop.is_set():
-            self._wake.wait(self.period_s)
+            if not self._wake.wait(self.period_s):
+                self._await_quiet()  # a period's plain cells: not urgent
             self._wake.clear()
             self._drain_guarded()
         self._drain_guarded()
+
+    def _await_quiet(self) -> None:
+        """Wait, at most QUIET_WAIT_S, for a moment when no cell runs and none has just ended.
+
+        Writing takes the GIL: done while a cell runs, or while the kernel sends the reply
+        of one that just ended, it delays them (and costs the writer more CPU, the two
+        threads handing the GIL back and forth). Between a notebook's cells the kernel is
+        idle for milliseconds, which is when this writes; a cell that runs long is written
+        beside after the wait."""
+        deadline = time.monotonic() + QUIET_WAIT_S
+        poll_s = QUIET_POLL_S  # doubled each time: a long cell is looked at a few times only
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            window = self._running
+            if window is None:
+                return
+            if window.closed and time.perf_counter_ns() - window.ended_perf_ns >= REPLY_GRACE_NS:
+                return
+            if self._wake.wait(poll_s):
+                return  # something urgent came (a run, a flush)
+            poll_s *= 2
 
     def _drain_guarded(self) -> None:
         # A bug of ours must not end the thread: records would pile up unwritten, unseen.
