@@ -50,7 +50,7 @@ SPAN_TARGET_US = 60.0
 WRITER_TARGET_US = 20.0
 BYTES_TARGET = 600.0
 WARMUP_CELLS = 50
-ROUNDS = 30  # alternating bare/loaded rounds of paced cells; short, so pairs are close in time
+ROUNDS = 100  # alternating bare/loaded rounds of paced cells; short, so pairs are close in time
 CELLS_PER_ROUND = 30
 BURST_ROUNDS = 3
 BURST_CELLS = 300  # a "Run All": every request sent before the first reply is read
@@ -58,6 +58,7 @@ AFTER_BURST_CELLS = 40  # paced cells sent as soon as the burst's last cell is i
 # Up to here 1,970 recorded cells; the session is then taken past 2,000 and measured alone.
 DOCUMENT_WINDOW = 500  # paced cells past LONG_SESSION_CELLS recorded ones
 LONG_SESSION_CELLS = 2_000
+DOCUMENT_CHUNK = 50
 TIMEOUT_S = 120.0
 MAIN_THREAD = "MainThread"  # the kernel's shell: where cells and their hooks run
 US = 1e6
@@ -447,16 +448,20 @@ def _run_all(arms: dict[str, _Kernel]) -> list[Result]:
 
 def _document(arms: dict[str, _Kernel]) -> tuple[list[Result], str]:
     """Paced cells past LONG_SESSION_CELLS recorded ones (where the writer once built a PROV
-    document of the plain cells), loaded first, then as many bare ones; (results, a note for
-    the writer's CPU)."""
+    document of the plain cells), loaded and bare in alternating chunks, so that a busy
+    moment of the machine falls on both; (results, a note for the writer's CPU)."""
     bare, loaded = arms["bare"], arms["loaded"]
     every = LONG_SESSION_CELLS
     count = max(0, every - loaded.cells) + DOCUMENT_WINDOW
     writer_before = loaded.writer_cpu()
-    loaded_spans, _ = loaded.cells_paced(count)
-    loaded.drain()  # before the bare cells: nothing left to compete with them for the CPUs
+    loaded_spans: list[float] = []
+    bare_spans: list[float] = []
+    for start in range(0, count, DOCUMENT_CHUNK):
+        chunk = min(DOCUMENT_CHUNK, count - start)
+        loaded_spans += loaded.cells_paced(chunk)[0]
+        bare_spans += bare.cells_paced(chunk)[0]
+    loaded.drain()
     writer = loaded.writer_cpu() - writer_before
-    bare_spans, _ = bare.cells_paced(count)
     result = checked(
         f"kernel: {count} cells past {every:,} recorded, mean span",
         statistics.fmean(loaded_spans) * US,

@@ -102,6 +102,9 @@ class _FlushMarker:
 _Item = _Line | _Progress | _Opened | ClosedCell | _Announce | RunFilesWritten | _FlushMarker
 # One write to the journal takes at most this many items' lines (or about this many bytes).
 _BATCH_ITEMS = 256
+# A patient drain's batch: ~1 ms of the writer in a kernel, then it looks for a quiet moment
+# again (a notebook's next cell may have come meanwhile).
+_PATIENT_BATCH_ITEMS = 48
 _BATCH_BYTES = 1 << 20
 # What an item does once its lines are written, told where its first line starts.
 _Done = Callable[[int], None]
@@ -329,10 +332,10 @@ class StoreWriter:
         self._claim_session()
         self._recover_crashed()
         while not self._stop.is_set():
-            if not self._wake.wait(self.period_s):
-                self._await_quiet()  # a period's plain cells: not urgent
+            # Woken by the period, not by a run or a flush: plain cells, written patiently.
+            patient = not self._wake.wait(self.period_s)
             self._wake.clear()
-            self._drain_guarded()
+            self._drain_guarded(patient)
         self._drain_guarded()
 
     def _await_quiet(self) -> None:
@@ -355,18 +358,19 @@ class StoreWriter:
                 return  # something urgent came (a run, a flush)
             poll_s *= 2
 
-    def _drain_guarded(self) -> None:
+    def _drain_guarded(self, patient: bool = False) -> None:
         # A bug of ours must not end the thread: records would pile up unwritten, unseen.
         try:
-            self._drain()
+            self._drain(patient)
         except Exception as error:  # noqa: BLE001 - said once; the next drain retries
             self.notices.warn("writer-bug", f"the store writer hit a bug ({error!r}); retrying")
 
-    def _drain(self) -> None:
+    def _drain(self, patient: bool = False) -> None:
+        """Write what is queued; `patient`: in small batches, each in a quiet moment."""
         with self._drain_lock:
             try:
                 self._journal_long_running_cell()
-                self._write_pending()
+                self._write_pending(patient)
                 self._sync_index(force=False)
             except OSError as error:
                 self._on_failure(error)
@@ -391,7 +395,7 @@ class StoreWriter:
             self._journal_for(lines[0]).append(lines)
         window.open_journaled = True
 
-    def _write_pending(self) -> None:
+    def _write_pending(self, patient: bool = False) -> None:
         """Write the queue out in batches; raises OSError with the unwritten items queued.
 
         The one place items leave the queue: after the journal lines they make are written
@@ -399,8 +403,10 @@ class StoreWriter:
         rows, waking a flush) happens after that."""
         if self._pending and self._journal is not None and self._journal.removed:
             self._journal_removed()
-        batch_items = _BATCH_ITEMS
+        batch_items = _PATIENT_BATCH_ITEMS if patient else _BATCH_ITEMS
         while self._pending:
+            if patient:
+                self._await_quiet()
             taken: list[_Item] = []
             lines: list[str] = []
             after: list[tuple[_Done, int]] = []  # and the bytes of the item's lines
