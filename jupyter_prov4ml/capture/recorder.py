@@ -322,7 +322,10 @@ class Recorder:
         ended_cpu_ns = time.process_time_ns()
         window.ended_perf_ns = ended_perf_ns
         window.closed = True
-        error = result_error(result)
+        # `result_error`, inline: on every cell (`is None`: an exception may be falsy).
+        error = getattr(result, "error_before_exec", None)
+        if error is None:
+            error = getattr(result, "error_in_exec", None)
         status, error_type = ("ok", None) if error is None else status_of(error)
         count = getattr(result, "execution_count", None)
         links = self.link(window, count, error is None)

@@ -121,11 +121,14 @@ class DataflowCache:
             entries.move_to_end(key)
             cached: CellDataflow | None = found
             return cached
-        flow = (
-            _analyze_tree(tree, self.cell_magics, self._syntax)
-            if tree is not None and len(source) <= self.max_source_chars
-            else self.analyze(source)
-        )
+        if tree is None or len(source) > self.max_source_chars:
+            flow = self.analyze(source)
+        else:
+            # Most cells are straight-line code (`_analyze_tree`'s first try, made here: one
+            # call fewer on every new cell).
+            flow = _straight_line_flow(tree.body)
+            if flow is None:
+                flow = _analyze_tree(tree, self.cell_magics, self._syntax)
         entries[key] = flow
         if len(entries) > self.max_entries:
             entries.popitem(last=False)
@@ -322,7 +325,11 @@ def _straight_line_flow(body: list[ast.stmt]) -> CellDataflow | None:
             bound.add(target.id)
         else:
             return None
-    return CellDataflow(_shared(free), _shared(bound), _EMPTY)
+    # The tuple made directly, the empty set shared (as `_shared` does): new cells only.
+    return tuple.__new__(
+        CellDataflow,
+        (frozenset(free) if free else _EMPTY, frozenset(bound) if bound else _EMPTY, _EMPTY, False),
+    )
 
 
 def _straight_loads(node: ast.expr, bound: set[str], free: set[str]) -> bool:

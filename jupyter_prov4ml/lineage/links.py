@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -123,9 +123,9 @@ def _same(version: str) -> str:
 _NO_READS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(slots=True)
-class _CellState:
-    """The latest execution of one cell (by front-end id, else by version)."""
+class _CellState(NamedTuple):
+    """The latest execution of one cell (by front-end id, else by version); a tuple, one
+    made on every cell."""
 
     run_id: str
     cell_id: str | None
@@ -134,7 +134,7 @@ class _CellState:
     version: str
     execution_count: int | None
     # name read → the execution that had bound it when this cell read it
-    read_from: Mapping[str, str] = field(default_factory=dict)
+    read_from: Mapping[str, str] = _NO_READS
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,16 +213,17 @@ class Lineage:
         for name in deletes:
             self.last_binder.pop(name, None)
             self._bound_ids.pop(name, None)
-        self.cells[key] = _CellState(run_id, cell_id, version, execution_count, read_from)
+        # Tuples made directly (their generated `__new__` is one more call on every cell).
+        self.cells[key] = tuple.__new__(
+            _CellState, (run_id, cell_id, version, execution_count, read_from)
+        )
         if variables:
             self._binders[run_id] = (key, version, execution_count)
             if len(self._binders) > 2 * (len(self.last_binder) + len(self.cells)) + 64:
                 self._prune()
-        return Links(
-            tuple(sorted(read_from)) if read_from else (),
-            tuple(variables),
-            informed_by,
-            derived,
+        return tuple.__new__(
+            Links,
+            (tuple(sorted(read_from)) if read_from else (), tuple(variables), informed_by, derived),
         )
 
     @classmethod
