@@ -26,6 +26,30 @@ def source_sha256(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# A version of a cell's code, as the kernel's lineage and dataflow cache know it: the source
+# itself when short (a string hashes once, where SHA-256 would cost every cell's hook a
+# hashlib call), its SHA-256 when long (memory must not follow the size of pasted data).
+_VERSION_BY_SOURCE_CHARS = 4096
+
+
+class SourceDigest(str):
+    """A long source's version: its SHA-256 (a `str`, told apart from a short source)."""
+
+    __slots__ = ()
+
+
+def cell_version(source: str) -> str:
+    """What identifies this version of a cell's code in the kernel (see `version_sha256`)."""
+    if len(source) <= _VERSION_BY_SOURCE_CHARS:
+        return source
+    return SourceDigest(source_sha256(source))
+
+
+def version_sha256(version: str) -> str:
+    """The SHA-256 of the source whose `cell_version` is `version`."""
+    return str(version) if type(version) is SourceDigest else source_sha256(version)
+
+
 def front_end_cell_id(info: Any) -> str | None:
     """The cell id the front end sent (`ExecutionInfo.cell_id`), or None.
 

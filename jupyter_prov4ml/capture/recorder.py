@@ -1,6 +1,7 @@
-"""Cell events → CellRun records. Runs on every cell, so it does the least it can:
-hash the source, read two clocks, append to a deque. No psutil, no file I/O (see
-shared/notes/performance.md: this path costs ~10 µs; a psutil call would cost 0.1–1 ms)."""
+"""Cell events → CellRun records. Runs on every cell, so it does the least it can: read the
+clocks, keep the source (the store writer hashes and redacts it), find the cell's lineage and
+append a tuple of atoms to the writer's queue. No psutil, no file I/O (see
+shared/notes/performance.md: a psutil call would cost 0.1–1 ms)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from concurrent.futures import Future
 from typing import Any, NamedTuple, Protocol
 
 from jupyter_prov4ml.capture.run_capture import RunCapture, RunSeries, StepContext, finish_steps
-from jupyter_prov4ml.identity import front_end_cell_id, source_sha256
+from jupyter_prov4ml.identity import cell_version, front_end_cell_id, source_sha256, version_sha256
 from jupyter_prov4ml.lineage.dataflow import NO_DATAFLOW, CellTreeCapture, DataflowCache
 from jupyter_prov4ml.lineage.links import Lineage, Links, VariableFacts
 from jupyter_prov4ml.records import CellRef, CellRun, RunKind, Status
@@ -258,8 +259,9 @@ class Recorder:
         # are recorded without it.
         self.namespace = namespace
         self.dataflow = DataflowCache()
-        # Cells are known by their source here (see DataflowCache): hashed only for output.
-        self.lineage = Lineage(source_sha256)
+        # Cells are known by `cell_version` here (their source, when short): hashed only
+        # for output.
+        self.lineage = Lineage(version_sha256)
         # Attached to the shell's compiler by the extension: keeps the tree IPython parsed for
         # a cell not analysed yet, so the analysis need not parse it again.
         self.trees = CellTreeCapture()
@@ -373,11 +375,12 @@ class Recorder:
             return None
         try:
             source = window.source
-            flow = self.dataflow.get(source, source, self.trees.take()) or NO_DATAFLOW
+            version = cell_version(source)
+            flow = self.dataflow.get(version, source, self.trees.take()) or NO_DATAFLOW
             return self.lineage.record(
                 window.run_id,
                 window.cell_id,
-                source,
+                version,
                 execution_count,
                 flow.reads,
                 flow.binds,

@@ -89,9 +89,9 @@ _NOT_CACHED: Any = object()
 
 class DataflowCache:
     """`analyze`, memoised in a bounded LRU: a cell run again costs one dictionary lookup.
-    The kernel keys it by the source itself (a string hashes once, where a SHA-256 would cost
-    the cell hook a hashlib call; IPython keeps every source in its history anyway). One
-    IPython transformer serves every analysis (made on first need).
+    The kernel keys it by `identity.cell_version` (the source itself when short: a string
+    hashes once, where a SHA-256 would cost the cell hook a hashlib call). One IPython
+    transformer serves every analysis (made on first need).
     """
 
     def __init__(

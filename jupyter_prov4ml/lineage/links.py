@@ -129,8 +129,8 @@ class _CellState(NamedTuple):
 
     run_id: str
     cell_id: str | None
-    # What identifies this version of the cell's code: its source in the kernel (hashed only
-    # when a record or a view needs the hash), its SHA-256 when replayed from records.
+    # What identifies this version of the cell's code: `identity.cell_version` in the kernel
+    # (hashed only when a record or a view needs the hash), its SHA-256 when replayed.
     version: str
     execution_count: int | None
     # name read → the execution that had bound it when this cell read it
@@ -152,8 +152,8 @@ class Lineage:
     """The session's bindings and the last execution of each cell (main thread).
 
     `digest` turns a cell version (what `record` is given) into its SHA-256: the kernel
-    passes sources and `source_sha256`, so a cell's hook never hashes; replayed records
-    pass hashes, kept as they are."""
+    passes `identity.cell_version`s and `version_sha256`, so a cell's hook never hashes a
+    short source; replayed records pass hashes, kept as they are."""
 
     def __init__(self, digest: Callable[[str], str] = _same) -> None:
         self.last_binder: dict[str, str] = {}

@@ -338,25 +338,27 @@ class StoreWriter:
             self._drain_guarded(patient)
         self._drain_guarded()
 
-    def _await_quiet(self) -> None:
+    def _await_quiet(self) -> bool:
         """Wait, at most QUIET_WAIT_S, for a moment when no cell runs and none has just ended.
 
         Writing takes the GIL: done while a cell runs, or while the kernel sends the reply
         of one that just ended, it delays them (and costs the writer more CPU, the two
         threads handing the GIL back and forth). Between a notebook's cells the kernel is
         idle for milliseconds, which is when this writes; a cell that runs long is written
-        beside after the wait."""
+        beside after the wait. True when a quiet moment came, False when it did not (or
+        something urgent did: a run, a flush)."""
         deadline = time.monotonic() + QUIET_WAIT_S
         poll_s = QUIET_POLL_S  # doubled each time: a long cell is looked at a few times only
-        while not self._stop.is_set() and time.monotonic() < deadline:
+        while not self._stop.is_set():
             window = self._running
             if window is None:
-                return
+                return True
             if window.closed and time.perf_counter_ns() - window.ended_perf_ns >= REPLY_GRACE_NS:
-                return
-            if self._wake.wait(poll_s):
-                return  # something urgent came (a run, a flush)
+                return True
+            if time.monotonic() >= deadline or self._wake.wait(poll_s):
+                return False
             poll_s *= 2
+        return False
 
     def _drain_guarded(self, patient: bool = False) -> None:
         # A bug of ours must not end the thread: records would pile up unwritten, unseen.

@@ -450,3 +450,31 @@ def test_flush_and_unload_say_what_is_still_unwritten(
     capsys.readouterr()
     shell.run_cell("%prov flush")
     assert "everything recorded is written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("padding", [0, 5_000], ids=["short", "long"])
+def test_edited_cell_is_derived_from_the_hash_of_its_old_source(
+    loaded: Any, store_dir: Path, padding: int
+) -> None:
+    """The hooks key a cell's versions by the source itself, or by its hash when long; the
+    record says `derived_from_sha256` is the SHA-256 of the old source either way, a cell
+    without a front-end id is known by its code, and the stale view sees the edit."""
+    filler = "#" * padding + "\n"
+    old, new = f"{filler}a = 1\n", f"{filler}a = 2\n"
+    loaded.run_cell(old, store_history=True, cell_id="c1")
+    loaded.run_cell("b = a * 10\n", store_history=True, cell_id="c2")
+    loaded.run_cell(new, store_history=True, cell_id="c1")
+    loaded.run_cell(old, store_history=True)  # no id: its own cell, known by its code
+    loaded.run_cell(old, store_history=True)
+    flush(loaded)
+    runs = [run for run in closed_runs(store_dir) if run["kind"] == "cell"]
+    edited, first_anonymous, second_anonymous = runs[-3:]
+    assert edited["cell"]["sha256"] == sha(new)
+    assert edited["derived_from_sha256"] == sha(old)
+    assert first_anonymous["derived_from_sha256"] is None
+    assert second_anonymous["derived_from_sha256"] is None
+    stale = extension_of(loaded).recorder.lineage.stale_cells({"c1": new + "# edited\n"})
+    reasons = {cell.cell_id: cell.reasons for cell in stale}
+    assert reasons["c1"] == ("its source changed after it ran",)
+    assert "`a` was rebound" in reasons["c2"][0]
+    assert {cell.sha256 for cell in stale} >= {sha(new)}

@@ -328,3 +328,51 @@ def test_cells_queued_while_the_writer_drains_are_all_written(tmp_path: Path) ->
     assert writer.close(timeout_s=120)
     state = read_journal(store.journal_path(SESSION.session_id))
     assert len(state.closed) == count
+
+
+def _window(n: int) -> OpenWindow:
+    return OpenWindow(f"s1-{n:05d}", f"x = {n}", "0" * 64, None, time.time(), 0, 0)
+
+
+def test_periodic_drain_waits_for_a_quiet_moment_within_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A periodic drain writes when no cell runs and none has just ended; while one runs it
+    waits at most its bound, and a flush (urgent) stops the wait at once."""
+    from jupyter_prov4ml.store import writer as writer_module
+
+    writer = StoreWriter(Store(tmp_path / "store"), SESSION, Notices(), period_s=3600)
+    assert writer._await_quiet()  # no cell has run
+    running = _window(1)
+    writer.opened(running, "cell")
+    monkeypatch.setattr(writer_module, "QUIET_WAIT_S", 0.0)
+    assert not writer._await_quiet()  # a cell runs: gives up at its bound
+    running.closed, running.ended_perf_ns = True, time.perf_counter_ns()
+    monkeypatch.setattr(writer_module, "REPLY_GRACE_NS", 10**12)
+    assert not writer._await_quiet()  # it has just ended: its reply is on its way
+    monkeypatch.setattr(writer_module, "REPLY_GRACE_NS", 0)
+    assert writer._await_quiet()
+    writer.opened(_window(2), "cell")
+    monkeypatch.setattr(writer_module, "QUIET_WAIT_S", 3600.0)
+    writer._wake.set()
+    assert not writer._await_quiet()  # urgent work came: no waiting for the cell to end
+    assert writer.close()
+
+
+def test_patient_drain_writes_everything_while_a_cell_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cells queued while a long cell runs are all written, in batches, once each wait for
+    a quiet moment has run out."""
+    from jupyter_prov4ml.store import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "QUIET_WAIT_S", 0.0)
+    store = Store(tmp_path / "store")
+    writer = StoreWriter(store, SESSION, Notices(), period_s=3600)
+    writer.opened(_window(999), "cell")
+    for n in range(200):  # more than one patient batch
+        writer.closed_cell(plain_cell(n))
+    writer._drain(patient=True)
+    assert writer.pending_count == 0
+    assert len(read_journal(store.journal_path("s1")).closed) == 200
+    assert writer.close()
