@@ -43,7 +43,6 @@ def summarize(name: str, value: Any) -> VariableSummary:
 def variable_facts(name: str, value: Any) -> VariableFacts:
     """`summarize`'s fields as a tuple: what the cell hook keeps."""
     kind: Any = type(value)
-    module = kind.__module__
     type_name = _type_name(kind)
     digest: str | None = None
     if is_secret_name(name) or ((kind is str or kind is bytes) and _holds_credential(kind, value)):
@@ -62,19 +61,25 @@ def variable_facts(name: str, value: Any) -> VariableFacts:
             digest = _sha(value)
     elif kind in _CONTAINERS:
         description = f"{len(value)} items"
-    elif module == "numpy" and kind.__name__ == "ndarray":
-        description = f"shape {value.shape} {value.dtype}"
-        if value.nbytes <= MAX_HASHED_BYTES:
-            digest = _sha(value.tobytes())
-    elif module.startswith("pandas.") and kind.__name__ in ("DataFrame", "Series"):
-        description = f"shape {value.shape}"
-    elif module.startswith("torch") and kind.__name__ in ("Tensor", "Parameter"):
-        description = f"shape {tuple(value.shape)} {value.dtype}"
-    elif kind.__name__ in ("module", "function", "type", "builtin_function_or_method"):
-        description = str(getattr(value, "__name__", ""))[:MAX_SUMMARY_CHARS]
     else:
-        description = ""
+        description, digest = _described(kind, value)
     return name, type_name, description, digest
+
+
+def _described(kind: Any, value: Any) -> tuple[str, str | None]:
+    """An array's, a frame's, a tensor's or a function's description (and hash, for a small
+    array); "" for any other object, which is never asked anything."""
+    module = kind.__module__
+    if module == "numpy" and kind.__name__ == "ndarray":
+        digest = _sha(value.tobytes()) if value.nbytes <= MAX_HASHED_BYTES else None
+        return f"shape {value.shape} {value.dtype}", digest
+    if module.startswith("pandas.") and kind.__name__ in ("DataFrame", "Series"):
+        return f"shape {value.shape}", None
+    if module.startswith("torch") and kind.__name__ in ("Tensor", "Parameter"):
+        return f"shape {tuple(value.shape)} {value.dtype}", None
+    if kind.__name__ in ("module", "function", "type", "builtin_function_or_method"):
+        return str(getattr(value, "__name__", ""))[:MAX_SUMMARY_CHARS], None
+    return "", None
 
 
 # A type's `__qualname__` is made anew on every read, and a notebook binds values of a few
@@ -118,6 +123,8 @@ class Links(NamedTuple):
 def _same(version: str) -> str:
     return version
 
+
+_UNBOUND: Any = object()  # what the namespace gives for a name it does not hold
 
 # Most cells read nothing a recorded cell bound: they share this (never changed) mapping.
 _NO_READS: Mapping[str, str] = MappingProxyType({})
@@ -197,9 +204,9 @@ class Lineage:
                 informed_by = tuple((binder, tuple(names)) for binder, names in informed.items())
         variables: list[VariableFacts] = []
         for name in sorted(binds) if len(binds) > 1 else binds:
-            if name not in namespace:
+            value = namespace.get(name, _UNBOUND)
+            if value is _UNBOUND:
                 continue
-            value = namespace[name]
             # A failed cell bound only what it reached before failing: trust the static
             # bindings only where the object actually changed.
             if not succeeded and self._bound_ids.get(name) == id(value):
