@@ -411,9 +411,24 @@ class StoreWriter:
                 self._await_quiet()
             taken: list[_Item] = []
             lines: list[str] = []
-            after: list[tuple[_Done, int]] = []  # and the bytes of the item's lines
+            # What each item does once written (a plain cell: its index row), with the bytes
+            # of its lines.
+            after: list[tuple[_Done | tuple[Any, ...], int]] = []
             size = 0
             for item in self._queued(batch_items):
+                if isinstance(item, ClosedCell):  # most items: their own short way
+                    taken.append(item)
+                    try:
+                        line, row = self._cell_line(item)
+                    except Exception as error:  # noqa: BLE001 - as below
+                        after.append((self._given_up(item, error), 0))
+                        continue
+                    lines.append(line)
+                    after.append((row, len(line)))
+                    size += len(line)
+                    if size >= _BATCH_BYTES:
+                        break
+                    continue
                 try:
                     item_lines, done = self._lines_of(item)
                 # A record we cannot encode is our bug, not the store's: drop that one
@@ -442,8 +457,13 @@ class StoreWriter:
                     batch_items = 1
                     continue
             self._dequeue(taken)
-            for done, item_size in after:
-                done(offset)
+            for then, item_size in after:
+                if isinstance(then, tuple):
+                    # Looked up for each row: a flush marker before it may have committed
+                    # the batch there was.
+                    self._index.batch().add_cell(*then, offset)
+                else:
+                    then(offset)
                 offset += item_size
 
     def _dequeue(self, written: list[_Item]) -> None:
@@ -518,9 +538,9 @@ class StoreWriter:
     def _lines_of(self, item: _Item) -> tuple[list[str], _Done]:
         """The journal lines of one item (encoding only: runs' files are made in `RunFiles`),
         and what to do once they are written."""
-        # Plain cells first: most items are.
         if isinstance(item, ClosedCell):
-            return self._cell_lines(item)
+            line, row = self._cell_line(item)
+            return [line], lambda offset: self._index.batch().add_cell(*row, offset)
         if isinstance(item, _Line):
             line = encode_line(item.event, item.payload)
             if item.event == "session":
@@ -538,9 +558,9 @@ class StoreWriter:
             return self._run_close(item.run, None)
         return [], lambda _: self._marker_reached(item)
 
-    def _cell_lines(self, cell: ClosedCell) -> tuple[list[str], _Done]:
-        """A plain cell's compact line and index row: the writer's per-cell work. The hook
-        left the source as it ran: it is hashed and redacted here."""
+    def _cell_line(self, cell: ClosedCell) -> tuple[str, tuple[Any, ...]]:
+        """A plain cell's compact line and index row (without its offset): the writer's
+        per-cell work. The hook left the source as it ran: it is hashed and redacted here."""
         session_id = self.session.session_id
         sha256 = cell.sha256 if cell.sha256 is not None else source_sha256(cell.source)
         line = encode_entry(cell_entry(cell, session_id, redact_source(cell.source), sha256))
@@ -558,9 +578,7 @@ class StoreWriter:
             cell.wall_ns / 1e9,
             cell.cpu_ns / 1e9,
         )
-        # The batch is looked up when the line is written: a flush marker before it in the
-        # same write may have committed the one there was.
-        return [line], lambda offset: self._index.batch().add_cell(*row, offset)
+        return line, row
 
     def _run_close(self, run: CellRun, prov_path: str | None) -> tuple[list[str], _Done]:
         """A run's record: when it ends (no document yet), and again once its files are."""

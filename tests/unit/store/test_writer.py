@@ -376,3 +376,19 @@ def test_patient_drain_writes_everything_while_a_cell_runs(
     assert writer.pending_count == 0
     assert len(read_journal(store.journal_path("s1")).closed) == 200
     assert writer.close()
+
+
+def test_a_cell_that_cannot_be_encoded_costs_that_record_only(tmp_path: Path) -> None:
+    """A plain cell whose facts cannot be written (our bug) is dropped with one notice; the
+    cells around it are written and indexed, and a flush behind it still returns."""
+    store = Store(tmp_path / "store")
+    notices = Notices()
+    writer = StoreWriter(store, SESSION, notices, period_s=3600)
+    bad = plain_cell(2)._replace(cell_id=object())  # type: ignore[arg-type]
+    for cell in (plain_cell(1), bad, plain_cell(3)):
+        writer.closed_cell(cell)
+    assert writer.flush(timeout_s=10)
+    assert sorted(read_journal(store.journal_path("s1")).closed) == ["s1-00001", "s1-00003"]
+    assert [run.run_id for run in store.query()] == ["s1-00001", "s1-00003"]
+    assert any("could not save a record" in message for message in notices.drain())
+    assert writer.close()
