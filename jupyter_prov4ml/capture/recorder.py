@@ -263,7 +263,7 @@ class Recorder:
         # for output.
         self.lineage = Lineage(version_sha256)
         # Attached to the shell's compiler by the extension: keeps the tree IPython parsed for
-        # a cell not analysed yet, so the analysis need not parse it again.
+        # the cell, so that a new cell's analysis need not parse it again.
         self.trees = CellTreeCapture()
         self._on_error = on_error
         self.notebook_path = notebook_path

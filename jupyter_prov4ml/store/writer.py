@@ -536,9 +536,9 @@ class StoreWriter:
         )
 
     def _lines_of(self, item: _Item) -> tuple[list[str], _Done]:
-        """The journal lines of one item (encoding only: runs' files are made in `RunFiles`),
-        and what to do once they are written."""
-        if isinstance(item, ClosedCell):
+        """The journal lines of one item other than a plain cell (encoding only: runs' files
+        are made in `RunFiles`), and what to do once they are written."""
+        if isinstance(item, ClosedCell):  # `_write_pending` takes them its own short way
             line, row = self._cell_line(item)
             return [line], lambda offset: self._index.batch().add_cell(*row, offset)
         if isinstance(item, _Line):
