@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jupyter_prov4ml.identity import file_sha256
 from jupyter_prov4ml.records import DataInput
 
 # Files larger than this are hashed by samples (size + evenly spaced blocks), flagged
@@ -59,7 +60,7 @@ def describe_file(path: Path, name: str | None, limit: int = MAX_FULL_HASH_BYTES
     if not path.is_file():
         raise IsADirectoryError(f"not a file: {path}")
     if size <= limit:
-        digest, method = _file_sha256(path), "full"
+        digest, method = file_sha256(path), "full"
     else:
         digest, method = _sampled_sha256(path, size), "sampled"
     return DataInput(
@@ -71,14 +72,6 @@ def describe_file(path: Path, name: str | None, limit: int = MAX_FULL_HASH_BYTES
         sha256=digest,
         hash_method=method,
     )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sampled_sha256(path: Path, size: int) -> str:

@@ -8,9 +8,10 @@ without copying; samples: float64 columns; steps: one row per loop step.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -259,9 +260,7 @@ def read_metrics_file(path: Any) -> dict[str, list[Any]]:
     """A metrics file as plain columns: name, context, step, value, time_s.
 
     Raises MetricsFileError when the file is missing, damaged or not a metrics file."""
-    import pyarrow as pa
-
-    try:
+    with _read_errors(path):
         table = _bounded_table(path)
         return {
             "name": table.column("name").to_pylist(),
@@ -279,10 +278,19 @@ def read_metrics_file(path: Any) -> dict[str, list[Any]]:
                 for name in _PROCESS_COLUMNS
             },
         }
-    # OSError: missing or unreadable; ArrowException: not Parquet; KeyError: another file's
-    # columns; TypeError: columns of other types (text times, nulls)
+
+
+@contextlib.contextmanager
+def _read_errors(path: Any) -> Iterator[None]:
+    """A metrics file that cannot be read, as one MetricsFileError."""
+    import pyarrow as pa
+
+    try:
+        yield
     except MetricsFileError:
         raise
+    # OSError: missing or unreadable; ArrowException: not Parquet; KeyError: another file's
+    # columns; TypeError: columns of other types (text times, nulls)
     except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
         # pyarrow's messages repeat the path at length: the kind of failure is enough here.
         raise MetricsFileError(
@@ -310,7 +318,7 @@ def read_metric_series(path: Any) -> list[tuple[str, str, list[int], list[float]
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
+    with _read_errors(path):
         table = _bounded_table(path)
         names = pc.cast(table.column("name"), pa.string())
         contexts = pc.cast(table.column("context"), pa.string())
@@ -330,9 +338,3 @@ def read_metric_series(path: Any) -> list[tuple[str, str, list[int], list[float]
                 )
             )
         return series
-    except MetricsFileError:
-        raise
-    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
-        raise MetricsFileError(
-            f"metrics file {path} cannot be read ({type(error).__name__})"
-        ) from None
