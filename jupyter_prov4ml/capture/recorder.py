@@ -278,16 +278,7 @@ class Recorder:
         self._depth += 1
         if self._depth > 1:
             return
-        self._sequence += 1
-        window = OpenWindow(
-            f"{self.session_id}-{self._sequence:05d}",
-            info.raw_cell or "",
-            None,
-            front_end_cell_id(info),
-            time.time(),
-            time.perf_counter_ns(),
-            time.process_time_ns(),
-        )
+        window = self._open(info.raw_cell or "", front_end_cell_id(info))
         # The tree IPython parses next is kept even for a cell analysed before: one
         # reference, dropped when the cell ends, costs less than asking.
         self.trees.clear()
@@ -324,10 +315,7 @@ class Recorder:
         ended_cpu_ns = time.process_time_ns()
         window.ended_perf_ns = ended_perf_ns
         window.closed = True
-        # `result_error`, inline: on every cell (`is None`: an exception may be falsy).
-        error = getattr(result, "error_before_exec", None)
-        if error is None:
-            error = getattr(result, "error_in_exec", None)
+        error = result_error(result)
         status, error_type = ("ok", None) if error is None else status_of(error)
         count = getattr(result, "execution_count", None)
         links = self.link(window, count, error is None)

@@ -121,14 +121,11 @@ class DataflowCache:
             entries.move_to_end(key)
             cached: CellDataflow | None = found
             return cached
-        if tree is None or len(source) > self.max_source_chars:
-            flow = self.analyze(source)
-        else:
-            # Most cells are straight-line code (`_analyze_tree`'s first try, made here: one
-            # call fewer on every new cell).
-            flow = _straight_line_flow(tree.body)
-            if flow is None:
-                flow = _analyze_tree(tree, self.cell_magics, self._syntax)
+        flow = (
+            _analyze_tree(tree, self.cell_magics, self._syntax)
+            if tree is not None and len(source) <= self.max_source_chars
+            else self.analyze(source)
+        )
         entries[key] = flow
         if len(entries) > self.max_entries:
             entries.popitem(last=False)

@@ -99,7 +99,8 @@ class _FlushMarker:
     written: bool = False  # everything queued before the marker reached the journal
 
 
-_Item = _Line | _Progress | _Opened | ClosedCell | _Announce | RunFilesWritten | _FlushMarker
+_OtherItem = _Line | _Progress | _Opened | _Announce | RunFilesWritten | _FlushMarker
+_Item = ClosedCell | _OtherItem
 # One write to the journal takes at most this many items' lines (or about this many bytes).
 _BATCH_ITEMS = 256
 # A patient drain's batch: ~1 ms of the writer in a kernel, then it looks for a quiet moment
@@ -198,10 +199,7 @@ class StoreWriter:
         """A plain cell ended: its close is written at the writer's next period (waking the
         writer for every cell would double a trivial cell's cost: a kill loses at most the
         plain cells of the last period, as the README says)."""
-        with self._queue_lock:  # `_append`, without its tests: a cell wakes nobody
-            self._pending.append(cell)
-            if len(self._pending) > self.max_pending:
-                self._drop_oldest()
+        self._enqueue(cell)  # a cell wakes nobody
 
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[ProvDocument]:
         """Queue a run: its record is journaled at once (without data files), then its data
@@ -266,14 +264,17 @@ class StoreWriter:
         return queued + len(self._files)
 
     def _append(self, item: _Item) -> None:
+        self._enqueue(item)
+        if isinstance(item, _FlushMarker | RunFilesWritten):
+            self._wake.set()
+
+    def _enqueue(self, item: _Item) -> None:
         # Under the queue's lock: the writer iterates the queue (a deque iterated while
         # another thread appends raises "deque mutated during iteration").
         with self._queue_lock:
             self._pending.append(item)
             if len(self._pending) > self.max_pending:
                 self._drop_oldest()
-        if isinstance(item, _FlushMarker | RunFilesWritten):
-            self._wake.set()
 
     def _queued(self, limit: int | None = None) -> list[_Item]:
         """A snapshot of the queue's first `limit` items (all by default)."""
@@ -535,12 +536,10 @@ class StoreWriter:
             f"keeping {self.pending_count} record(s) in memory and retrying",
         )
 
-    def _lines_of(self, item: _Item) -> tuple[list[str], _Done]:
-        """The journal lines of one item other than a plain cell (encoding only: runs' files
-        are made in `RunFiles`), and what to do once they are written."""
-        if isinstance(item, ClosedCell):  # `_write_pending` takes them its own short way
-            line, row = self._cell_line(item)
-            return [line], lambda offset: self._index.batch().add_cell(*row, offset)
+    def _lines_of(self, item: _OtherItem) -> tuple[list[str], _Done]:
+        """The journal lines of one item other than a plain cell (`_write_pending` takes
+        those its own short way; encoding only: runs' files are made in `RunFiles`), and
+        what to do once they are written."""
         if isinstance(item, _Line):
             line = encode_line(item.event, item.payload)
             if item.event == "session":
