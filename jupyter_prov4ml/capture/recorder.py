@@ -1,12 +1,22 @@
 """Cell events → CellRun records. Runs on every cell, so it does the least it can: read the
-clocks, keep the source (the store writer hashes and redacts it), find the cell's lineage and
-append a tuple of atoms to the writer's queue. No psutil, no file I/O (see
-shared/notes/performance.md: a psutil call would cost 0.1–1 ms)."""
+clocks, keep the source (the store writer hashes and redacts it), read what the cell bound,
+and append a tuple of atoms. No psutil, no file I/O (see shared/notes/performance.md: a psutil
+call would cost 0.1–1 ms).
+
+A plain cell's lineage is recorded later, in a batch (`Recorder.settle`): code run once per
+cell between the kernel's own work runs cold, at several times the cost of the same code run
+for 32 cells in a row (measured in a kernel: the hooks' CPU per trivial cell halved). What
+must be read as the cell ended is read in its hook (`bound_values`); the batch is settled
+every `SETTLE_BATCH` cells, before anything reads the lineage or records a run, and by the
+store writer before it writes (so a paused notebook's last cells are written within its
+period)."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, NamedTuple, Protocol
@@ -14,15 +24,13 @@ from typing import Any, NamedTuple, Protocol
 from jupyter_prov4ml.capture.run_capture import RunCapture, RunSeries, StepContext, finish_steps
 from jupyter_prov4ml.identity import cell_version, front_end_cell_id, source_sha256, version_sha256
 from jupyter_prov4ml.lineage.dataflow import NO_DATAFLOW, CellTreeCapture, DataflowCache
-from jupyter_prov4ml.lineage.links import Lineage, Links, VariableFacts
+from jupyter_prov4ml.lineage.links import BoundValue, Lineage, Links, VariableFacts, bound_values
 from jupyter_prov4ml.records import CellRef, CellRun, RunKind, Status
 from jupyter_prov4ml.redaction import redact_source
 from jupyter_prov4ml.settings import EnergyConfig
 
 
 class RecordSink(Protocol):
-    def opened(self, window: OpenWindow, kind: str) -> None: ...
-
     def closed_cell(self, cell: ClosedCell) -> None: ...
 
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[Any]: ...
@@ -37,8 +45,6 @@ class OpenWindow:
         "capture",
         "cell_id",
         "closed",
-        "ended_perf_ns",
-        "open_journaled",
         "run_id",
         "source",
         "started_cpu_ns",
@@ -66,13 +72,10 @@ class OpenWindow:
         self.started_perf_ns = started_perf_ns
         self.started_cpu_ns = started_cpu_ns
         self.closed = False
-        self.ended_perf_ns = 0  # when `closed` was set (a plain cell's): the writer's clue
         # Created on the first API call (log_metric, track, ...) made while this cell runs.
         self.capture: RunCapture | None = None
         # The source as stored (credentials redacted): made once, in the writer thread.
         self._stored_source: str | None = None
-        # Whether the writer journaled this (long-running) cell as open.
-        self.open_journaled = False
 
     @property
     def sha256(self) -> str:
@@ -93,7 +96,22 @@ class OpenWindow:
         return self._stored_source
 
 
+class StartedCell(NamedTuple):
+    """A top-level cell that started, as its hook saw it: its window is made only when
+    something asks for it (`Recorder.current`); most cells are recorded from this alone."""
+
+    sequence: int
+    source: str
+    cell_id: str | None
+    started_unix_s: float
+    started_perf_ns: int
+    started_cpu_ns: int
+
+
 _NO_LINKS = ((), (), (), None)  # ClosedCell's lineage fields when none were found
+
+# Plain cells whose lineage waits to be recorded in one batch (see the module docstring).
+SETTLE_BATCH = 32
 
 
 class ClosedCell(NamedTuple):
@@ -150,6 +168,21 @@ class ClosedCell(NamedTuple):
                 *(links if links is not None else _NO_LINKS),
             ),
         )
+
+
+class _Unsettled(NamedTuple):
+    """A plain cell that ended, its record and lineage not yet made: what its hooks read
+    (atoms and tuples: see ClosedCell on the collector)."""
+
+    started: StartedCell
+    wall_ns: int
+    cpu_ns: int
+    status: Status
+    error_type: str | None
+    execution_count: int | None
+    reads: frozenset[str]
+    deletes: frozenset[str]
+    bound: tuple[BoundValue, ...] | None  # None: no lineage (none asked, or it failed)
 
 
 def link_fields(links: Links | None) -> dict[str, Any]:
@@ -260,8 +293,13 @@ class Recorder:
         self.namespace = namespace
         self.dataflow = DataflowCache()
         # Cells are known by `cell_version` here (their source, when short): hashed only
-        # for output.
-        self.lineage = Lineage(version_sha256)
+        # for output. Read through `lineage`, which records the batch waiting first.
+        self._lineage = Lineage(version_sha256)
+        # Plain cells that ended, in order, their lineage not yet recorded: appended by the
+        # cell hook (main thread), taken by `settle` (any thread, one at a time).
+        self._unsettled: deque[_Unsettled] = deque()
+        self._settling = threading.Lock()
+        self.settle_batch = SETTLE_BATCH
         # Attached to the shell's compiler by the extension: keeps the tree IPython parsed for
         # the cell, so that a new cell's analysis need not parse it again.
         self.trees = CellTreeCapture()
@@ -270,20 +308,62 @@ class Recorder:
         self._sink = sink
         self._depth = 0
         self._sequence = 0
-        self.current: OpenWindow | None = None
+        # The top-level cell running now (read by the store writer too: a quiet moment, a
+        # long cell's open line), and its window once asked for (or a detached window).
+        self.running: StartedCell | None = None
+        self._window: OpenWindow | None = None
+        # When the last top-level cell ended (perf_counter_ns): its reply is on its way.
+        self.ended_perf_ns = 0
+
+    @property
+    def current(self) -> OpenWindow | None:
+        """The running cell's window, made on first ask (the API, %%provrun)."""
+        window = self._window
+        if window is None and (started := self.running) is not None:
+            window = self._window = self.window_of(started)
+        return window
+
+    @current.setter
+    def current(self, window: OpenWindow | None) -> None:
+        self._window = window
+
+    def window_of(self, started: StartedCell) -> OpenWindow:
+        """A window for `started` (the writer makes its own, for a long cell's open line)."""
+        return OpenWindow(
+            self._run_id(started.sequence),
+            started.source,
+            None,
+            started.cell_id,
+            started.started_unix_s,
+            started.started_perf_ns,
+            started.started_cpu_ns,
+        )
+
+    def _run_id(self, sequence: int) -> str:
+        return f"{self.session_id}-{sequence:05d}"
 
     def begin(self, info: Any) -> None:
-        # Every cell's hook: no hashing, no I/O, no object beyond the window (see the module
-        # docstring); the writer hashes and redacts the source.
+        # Every cell's hook: no hashing, no I/O, one tuple (see the module docstring); the
+        # writer hashes and redacts the source.
         self._depth += 1
         if self._depth > 1:
             return
-        window = self._open(info.raw_cell or "", front_end_cell_id(info))
+        self._sequence += 1
         # The tree IPython parses next is kept even for a cell analysed before: one
         # reference, dropped when the cell ends, costs less than asking.
         self.trees.clear()
-        self.current = window
-        self._sink.opened(window, "cell")
+        self._window = None
+        self.running = tuple.__new__(
+            StartedCell,
+            (
+                self._sequence,
+                info.raw_cell or "",
+                front_end_cell_id(info),
+                time.time(),
+                time.perf_counter_ns(),
+                time.process_time_ns(),
+            ),
+        )
 
     def open_detached(self, source: str) -> OpenWindow:
         """A window for code run outside the cell hooks (a magic called programmatically)."""
@@ -292,7 +372,7 @@ class Recorder:
     def _open(self, source: str, cell_id: str | None) -> OpenWindow:
         self._sequence += 1
         return OpenWindow(
-            f"{self.session_id}-{self._sequence:05d}",
+            self._run_id(self._sequence),
             source,
             None,
             cell_id,
@@ -308,16 +388,21 @@ class Recorder:
         self._depth -= 1
         if self._depth:
             return
-        window, self.current = self.current, None
-        if window is None or window.closed:
-            return
         ended_perf_ns = time.perf_counter_ns()
         ended_cpu_ns = time.process_time_ns()
-        window.ended_perf_ns = ended_perf_ns
-        window.closed = True
+        started, self.running = self.running, None
+        window, self._window = self._window, None
+        self.ended_perf_ns = ended_perf_ns
         error = result_error(result)
         status, error_type = ("ok", None) if error is None else status_of(error)
         count = getattr(result, "execution_count", None)
+        if window is None:  # nothing asked for the cell's window: most cells
+            if started is not None:
+                self._ended_plain(started, ended_perf_ns, ended_cpu_ns, status, error_type, count)
+            return
+        if window.closed:  # %%provrun closed it
+            return
+        window.closed = True
         links = self.link(window, count, error is None)
         capture = window.capture
         if capture is not None:
@@ -355,32 +440,140 @@ class Recorder:
             run, RunSeries(capture.metrics, None, steps.raw, self.energy_config.watts_per_core)
         )
 
+    def _ended_plain(
+        self,
+        started: StartedCell,
+        ended_perf_ns: int,
+        ended_cpu_ns: int,
+        status: Status,
+        error_type: str | None,
+        execution_count: int | None,
+    ) -> None:
+        """A plain cell ended: read what it bound now, make its record in a batch."""
+        reads = deletes = NO_DATAFLOW.reads
+        bound: tuple[BoundValue, ...] | None = None
+        if self.namespace is not None:
+            try:
+                flow = self.dataflow.of_cell(started.source, self.trees.take()) or NO_DATAFLOW
+                bound = bound_values(flow.binds, self.namespace)
+                reads, deletes = flow.reads, flow.deletes
+            # Lineage is an addition to the record: if it fails, the cell is still recorded.
+            except Exception as error:  # noqa: BLE001
+                self._lineage_failed(error)
+        unsettled = self._unsettled
+        unsettled.append(
+            tuple.__new__(
+                _Unsettled,
+                (
+                    started,
+                    ended_perf_ns - started.started_perf_ns,
+                    ended_cpu_ns - started.started_cpu_ns,
+                    status,
+                    error_type,
+                    execution_count,
+                    reads,
+                    deletes,
+                    bound,
+                ),
+            )
+        )
+        if len(unsettled) >= self.settle_batch:
+            self.settle(wait=False)  # a thread settling now takes these too
+
+    def settle(self, wait: bool = True) -> None:
+        """Record the lineage of the plain cells that ended since the last call, in the order
+        they ran, and hand their records to the sink. `wait` False: return at once when
+        another thread is settling."""
+        if not self._unsettled:
+            return
+        if not self._settling.acquire(blocking=wait):
+            return
+        try:
+            self._settle_locked()
+        finally:
+            self._settling.release()
+
+    @property
+    def unsettled(self) -> int:
+        """How many ended cells wait for `settle`."""
+        return len(self._unsettled)
+
+    @property
+    def lineage(self) -> Lineage:
+        """The session's lineage, with every cell that has ended recorded in it."""
+        self.settle()
+        return self._lineage
+
+    def _settle_locked(self) -> None:
+        unsettled, record, sink = self._unsettled, self._lineage.record, self._sink
+        while unsettled:
+            started, wall_ns, cpu_ns, status, error_type, count, reads, deletes, bound = (
+                unsettled.popleft()
+            )
+            run_id = self._run_id(started.sequence)
+            links: tuple[Any, ...] = _NO_LINKS
+            if bound is not None:
+                try:
+                    links = record(
+                        run_id,
+                        started.cell_id,
+                        cell_version(started.source),
+                        count,
+                        reads,
+                        bound,
+                        deletes,
+                        status == "ok",
+                    )
+                except Exception as error:  # noqa: BLE001 - as in `_ended_plain`
+                    self._lineage_failed(error)
+            sink.closed_cell(
+                tuple.__new__(
+                    ClosedCell,
+                    (
+                        run_id,
+                        started.source,
+                        None,
+                        started.cell_id,
+                        started.started_unix_s,
+                        wall_ns,
+                        cpu_ns,
+                        status,
+                        error_type,
+                        count,
+                        *links,
+                    ),
+                )
+            )
+
     def link(
         self, window: OpenWindow, execution_count: int | None, succeeded: bool
     ) -> Links | None:
-        """Lineage of an execution that just ended: what it read from whom, what it bound."""
+        """Lineage of an execution that just ended: what it read from whom, what it bound
+        (after the cells that ended before it)."""
         if self.namespace is None:
             return None
-        try:
-            source = window.source
-            version = cell_version(source)
-            flow = self.dataflow.get(version, source, self.trees.take()) or NO_DATAFLOW
-            return self.lineage.record(
-                window.run_id,
-                window.cell_id,
-                version,
-                execution_count,
-                flow.reads,
-                flow.binds,
-                flow.deletes,
-                succeeded,
-                self.namespace,
-            )
-        # Lineage is an addition to the record: if it fails, the cell is still recorded.
-        except Exception as error:  # noqa: BLE001
-            if self._on_error is not None:
-                self._on_error("lineage", error)
-            return None
+        with self._settling:
+            self._settle_locked()
+            try:
+                source = window.source
+                flow = self.dataflow.of_cell(source, self.trees.take()) or NO_DATAFLOW
+                return self._lineage.record(
+                    window.run_id,
+                    window.cell_id,
+                    cell_version(source),
+                    execution_count,
+                    flow.reads,
+                    bound_values(flow.binds, self.namespace),
+                    flow.deletes,
+                    succeeded,
+                )
+            except Exception as error:  # noqa: BLE001 - as in `_ended_plain`
+                self._lineage_failed(error)
+                return None
+
+    def _lineage_failed(self, error: Exception) -> None:
+        if self._on_error is not None:
+            self._on_error("lineage", error)
 
     @contextlib.contextmanager
     def detached(self, window: OpenWindow) -> Iterator[None]:
@@ -394,13 +587,15 @@ class Recorder:
             self.current, self._depth = saved
 
     def rebind(self, sink: RecordSink) -> None:
-        """Send later records to `sink` (the store changed)."""
+        """Send later records to `sink` (the store changed); those waiting go to the old one."""
+        self.settle()
         self._sink = sink
 
     def reset_depth(self) -> None:
         """Forget unmatched events (after an error inside our own hooks)."""
         self._depth = 0
-        self.current = None
+        self.running = None
+        self._window = None
 
     def close(
         self,

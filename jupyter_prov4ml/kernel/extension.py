@@ -110,6 +110,7 @@ class ProvExtension:
             namespace=getattr(shell, "user_ns", None),
             on_error=self._lineage_failed,
         )
+        self.writer.take_from(self.recorder)
         # How many levels of nested `track` loops become step activities (the rest are counted).
         self.step_depth = 1
         # How often a running %%provrun journals its progress (the most a killed kernel loses).
@@ -231,6 +232,7 @@ class ProvExtension:
         self.writer.close()
         self.store, self.writer = self._open_store(root, os.environ)
         self.recorder.rebind(self.writer)
+        self.writer.take_from(self.recorder)
         self.writer.start()
 
     def monitor_for_run(self) -> MonitorHandle | None:
@@ -260,7 +262,7 @@ class ProvExtension:
     # -- display -----------------------------------------------------------------------------
 
     def status_line(self) -> str:
-        pending = self.writer.pending_count
+        pending = self.writer.pending_count + self.recorder.unsettled
         return f"jupyter_prov4ml: session {self.session.session_id}, store {self.store.root}" + (
             f", {pending} records waiting to be written" if pending else ""
         )

@@ -32,6 +32,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, NamedTuple, Protocol
 
+from jupyter_prov4ml.identity import cell_version
+
 DEFAULT_CELL_MAGICS: frozenset[str] = frozenset({"provrun", "time", "timeit", "capture", "prun"})
 # A cell over 100 kB (some 2,500 lines) is data pasted into a notebook: analysing it would cost
 # ~0.3 s here (1 MB: ~3 s, and an AST of ~150 MB), not worth delaying the user's cell for.
@@ -114,6 +116,27 @@ class DataflowCache:
         `tree`, when given, is the AST IPython itself parsed from this cell (see
         `CellTreeCapture`): walking it skips the parse, about 80 % of a first analysis.
         """
+        return self._cached(key, source, tree, _analyze_tree)
+
+    def of_cell(self, source: str, tree: ast.Module | None = None) -> CellDataflow | None:
+        """`get` for a cell that just ran, known by its `identity.cell_version`. A
+        straight-line cell (most new cells) is analysed from its tree without the cache: in
+        a kernel, between its own work, the cache's lookup, insertion and eviction in a
+        table of thousands cost more than that analysis (cold memory, measured)."""
+        if tree is not None and len(source) <= self.max_source_chars:
+            flow = _straight_line_flow(tree.body)
+            if flow is not None:
+                return flow
+            return self._cached(cell_version(source), source, tree, _walk_tree)
+        return self._cached(cell_version(source), source, tree, _analyze_tree)
+
+    def _cached(
+        self,
+        key: str,
+        source: str,
+        tree: ast.Module | None,
+        analyze_tree: Callable[[ast.Module, frozenset[str], _IPythonSyntax], CellDataflow | None],
+    ) -> CellDataflow | None:
         entries = self._entries
         # Not `try: entries[key]`: a new cell would raise (and catch) a KeyError.
         found = entries.get(key, _NOT_CACHED)
@@ -122,7 +145,7 @@ class DataflowCache:
             cached: CellDataflow | None = found
             return cached
         flow = (
-            _analyze_tree(tree, self.cell_magics, self._syntax)
+            analyze_tree(tree, self.cell_magics, self._syntax)
             if tree is not None and len(source) <= self.max_source_chars
             else self.analyze(source)
         )
@@ -280,6 +303,12 @@ def _analyze_tree(
     flow = _straight_line_flow(tree.body)
     if flow is not None:
         return flow
+    return _walk_tree(tree, cell_magics, syntax)
+
+
+def _walk_tree(
+    tree: ast.Module, cell_magics: frozenset[str], syntax: _IPythonSyntax
+) -> CellDataflow | None:
     walker = _CellWalker(cell_magics, syntax)
     try:
         walker.block(tree.body, walker.module)

@@ -107,6 +107,40 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# A name an execution bound, read as the execution left it: (name, id of the value, the value
+# itself when immutable and small, else None, the value's facts when not, else None). An
+# immutable value is described when the lineage is recorded, in a batch off the cell's path
+# (`capture.recorder`); any other is described at once, before a later cell can change it,
+# and not kept.
+BoundValue = tuple[str, int, Any, "VariableFacts | None"]
+
+# Immutable values described later: small enough that keeping them briefly costs nothing.
+_DESCRIBED_LATER = frozenset((int, float, bool, complex, type(None)))
+_TEXTS = frozenset((str, bytes))
+
+
+def bound_values(binds: frozenset[str], namespace: Mapping[str, Any]) -> tuple[BoundValue, ...]:
+    """What lineage keeps of each name in `binds` that `namespace` holds, sorted by name."""
+    out: list[BoundValue] = []
+    for name in sorted(binds) if len(binds) > 1 else binds:
+        value = namespace.get(name, _UNBOUND)
+        if value is _UNBOUND:
+            continue
+        kind = type(value)
+        if kind in _DESCRIBED_LATER or (kind in _TEXTS and len(value) <= MAX_HASHED_BYTES):
+            out.append((name, id(value), value, None))
+        else:
+            out.append((name, id(value), None, _facts_or_type(name, value)))
+    return tuple(out)
+
+
+def _facts_or_type(name: str, value: Any) -> VariableFacts:
+    try:
+        return variable_facts(name, value)
+    except Exception:  # noqa: BLE001 - describing a value is best effort
+        return (name, type(value).__name__, "", None)
+
+
 class Links(NamedTuple):
     """What one execution's lineage adds to its record (a tuple: built on every cell)."""
 
@@ -177,11 +211,12 @@ class Lineage:
         version: str,
         execution_count: int | None,
         reads: frozenset[str],
-        binds: frozenset[str],
+        bound: Iterable[BoundValue],
         deletes: frozenset[str],
         succeeded: bool,
-        namespace: Mapping[str, Any],
     ) -> Links:
+        """Record one execution, in the order executions ran: `bound` is what
+        `bound_values` read of the names it bound as it ended."""
         # On every cell: the common case (nothing read, one name bound) takes the short way.
         key = cell_id or version
         previous = self.cells.get(key)
@@ -203,20 +238,14 @@ class Lineage:
                         informed.setdefault(binder, []).append(name)
                 informed_by = tuple((binder, tuple(names)) for binder, names in informed.items())
         variables: list[VariableFacts] = []
-        for name in sorted(binds) if len(binds) > 1 else binds:
-            value = namespace.get(name, _UNBOUND)
-            if value is _UNBOUND:
-                continue
+        for name, value_id, value, facts in bound:
             # A failed cell bound only what it reached before failing: trust the static
             # bindings only where the object actually changed.
-            if not succeeded and self._bound_ids.get(name) == id(value):
+            if not succeeded and self._bound_ids.get(name) == value_id:
                 continue
             self.last_binder[name] = run_id
-            self._bound_ids[name] = id(value)
-            try:
-                variables.append(variable_facts(name, value))
-            except Exception:  # noqa: BLE001 - describing a value is best effort
-                variables.append((name, type(value).__name__, "", None))
+            self._bound_ids[name] = value_id
+            variables.append(facts if facts is not None else _facts_or_type(name, value))
         for name in deletes:
             self.last_binder.pop(name, None)
             self._bound_ids.pop(name, None)

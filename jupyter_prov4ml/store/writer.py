@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from jupyter_prov4ml.capture.progress import ProgressSlice
-from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow
+from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow, StartedCell
 from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.identity import source_sha256
 from jupyter_prov4ml.notices import Notices
@@ -111,6 +111,21 @@ _BATCH_BYTES = 1 << 20
 _Done = Callable[[int], None]
 
 
+class CellSource(Protocol):
+    """Where plain cells come from (the kernel's recorder), as the writer sees it."""
+
+    # The top-level cell running now, and when the last one ended (perf_counter_ns).
+    running: StartedCell | None
+    ended_perf_ns: int
+
+    def settle(self) -> None:
+        """Hand over the cells held back (their records are made in a batch)."""
+
+    def window_of(self, started: StartedCell) -> OpenWindow:
+        """A window for a running cell (for its open line)."""
+        ...
+
+
 class StoreWriter:
     """Writes one kernel session's records into a `Store` from a daemon thread."""
 
@@ -137,8 +152,11 @@ class StoreWriter:
         # Runs whose data files and documents are still to be made: the heavy lane, on a
         # thread of its own, so a cell's close never waits behind a large run's files.
         self._files = RunFiles(store, session, notices, self._append, period_s)
-        # The plain cell running now (set by `opened`), journaled as open once it runs long.
-        self._running: OpenWindow | None = None
+        # Where plain cells come from (see `take_from`); the running one is journaled as
+        # open once it runs long, unless a run's own open line was journaled for it.
+        self._cells: CellSource | None = None
+        self._journaled_sequence = 0
+        self._opened_runs: set[str] = set()
         # Runs' closes queued (main thread) and settled (written), so the next cell can make
         # sure a finished run's record is written before it runs (`wait_for_closes`).
         self._closes_queued = 0
@@ -172,16 +190,17 @@ class StoreWriter:
         self._thread.start()
         self._files.start()
 
-    def opened(self, window: OpenWindow, kind: str, details: dict[str, Any] | None = None) -> None:
-        """A cell started; `details` (JSON-ready) is what recovery would need beyond it.
+    def take_from(self, cells: CellSource) -> None:
+        """Plain cells come from `cells`: settled before each write and flush (so a paused
+        notebook's last cells are written within a period too), and looked at for a quiet
+        moment and for a cell running long (journaled as open, for recovery). A plain cell
+        costs nothing here while it runs: a short one gets a close line and nothing else."""
+        self._cells = cells
 
-        A plain cell costs nothing here: the writer journals its open line only if it is
-        still running at the writer's next period (for recovery, should the kernel die); a
-        short cell gets a close line and nothing else."""
-        if kind == "cell":
-            self._running = window
-            return
-        window.open_journaled = True  # this open line (with its details) is the one
+    def opened(self, window: OpenWindow, kind: str, details: dict[str, Any] | None = None) -> None:
+        """A run started (a %%provrun); `details` (JSON-ready) is what recovery would need
+        beyond it. Journaled at once."""
+        self._opened_runs.add(window.run_id)  # this open line (with its details) is the one
         self._append(_Opened(window, kind, details))
         self._files.prepare()  # while the run runs, not when it ends
 
@@ -205,6 +224,7 @@ class StoreWriter:
         """Queue a run: its record is journaled at once (without data files), then its data
         files and document, and its record again with them. The future gives the document."""
         job = RunJob(run, series, Future())
+        self._opened_runs.discard(run.run_id)
         self._closes_queued += 1
         self._append(_Announce(run))
         self._files.submit(job)
@@ -228,6 +248,7 @@ class StoreWriter:
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Write everything queued so far. False when that could not be done now (the store
         is unwritable: see `pending_count`) or did not finish within `timeout_s`."""
+        self._feed()
         marker = _FlushMarker(threading.Event())
         # Through the runs' lane first: it reaches the journal after the runs queued before it.
         self._files.pass_along(marker)
@@ -336,6 +357,10 @@ class StoreWriter:
             # Woken by the period, not by a run or a flush: plain cells, written patiently.
             patient = not self._wake.wait(self.period_s)
             self._wake.clear()
+            if self._cells is not None:
+                if patient:
+                    self._await_quiet()  # the batch's lineage takes the GIL too
+                self._feed()
             self._drain_guarded(patient)
         self._drain_guarded()
 
@@ -351,15 +376,24 @@ class StoreWriter:
         deadline = time.monotonic() + QUIET_WAIT_S
         poll_s = QUIET_POLL_S  # doubled each time: a long cell is looked at a few times only
         while not self._stop.is_set():
-            window = self._running
-            if window is None:
-                return True
-            if window.closed and time.perf_counter_ns() - window.ended_perf_ns >= REPLY_GRACE_NS:
+            cells = self._cells
+            if cells is None or (
+                cells.running is None
+                and time.perf_counter_ns() - cells.ended_perf_ns >= REPLY_GRACE_NS
+            ):
                 return True
             if time.monotonic() >= deadline or self._wake.wait(poll_s):
                 return False
             poll_s *= 2
         return False
+
+    def _feed(self) -> None:
+        if self._cells is None:
+            return
+        try:
+            self._cells.settle()
+        except Exception as error:  # noqa: BLE001 - as in `_drain_guarded`
+            self.notices.warn("writer-bug", f"the store writer hit a bug ({error!r}); retrying")
 
     def _drain_guarded(self, patient: bool = False) -> None:
         # A bug of ours must not end the thread: records would pile up unwritten, unseen.
@@ -385,18 +419,22 @@ class StoreWriter:
 
     def _journal_long_running_cell(self) -> None:
         """The open line of the plain cell running now, once it has run a writer period."""
-        window = self._running
+        cells = self._cells
+        started = cells.running if cells is not None else None
         if (
-            window is None
-            or window.closed
-            or window.open_journaled
-            or time.time() - window.started_unix_s < self.period_s
+            cells is None
+            or started is None
+            or started.sequence == self._journaled_sequence
+            or time.time() - started.started_unix_s < self.period_s
         ):
+            return
+        self._journaled_sequence = started.sequence  # once, whatever happens next
+        window = cells.window_of(started)
+        if window.run_id in self._opened_runs:  # a %%provrun: its own open line stands
             return
         lines = self._open_lines(_Opened(window, "cell", None))
         if lines:
             self._journal_for(lines[0]).append(lines)
-        window.open_journaled = True
 
     def _write_pending(self, patient: bool = False) -> None:
         """Write the queue out in batches; raises OSError with the unwritten items queued.

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from jupyter_prov4ml.lineage.links import Lineage, summarize
+from jupyter_prov4ml.lineage.links import Lineage, bound_values, summarize
 
 F = frozenset
 
@@ -23,7 +23,8 @@ def record(
     deletes: frozenset[str] = frozenset(),
 ) -> Any:
     """One execution: run ids are `r<count>` so the execution count is the number."""
-    return lineage.record(run, cell, sha, int(run[1:]), F(reads), F(binds), deletes, ok, ns)
+    bound = bound_values(F(binds), ns)
+    return lineage.record(run, cell, sha, int(run[1:]), F(reads), bound, deletes, ok)
 
 
 def test_informed_by_the_last_binder() -> None:

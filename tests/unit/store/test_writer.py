@@ -12,14 +12,36 @@ from typing import Any
 import pytest
 
 from conftest import closed_runs
-from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow, build_run
+from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow, Recorder, build_run
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import SessionInfo
+from jupyter_prov4ml.settings import EnergyConfig
 from jupyter_prov4ml.store.journal import read_journal
 from jupyter_prov4ml.store.layout import Store
 from jupyter_prov4ml.store.writer import StoreWriter
 
 SESSION = SessionInfo("s1", "u", 0.0, (("python", "3"),), "h", "p", "cpu", 2, 1, (), "nb.ipynb")
+
+
+class _Info:
+    """What the recorder reads of IPython's ExecutionInfo."""
+
+    def __init__(self, source: str) -> None:
+        self.raw_cell, self.cell_id = source, None
+
+
+class _Result:
+    """What the recorder reads of IPython's ExecutionResult."""
+
+    error_before_exec = error_in_exec = None
+    execution_count = 1
+
+
+def _recorder_for(writer: StoreWriter) -> Recorder:
+    """A recorder feeding `writer`, as the extension wires them."""
+    recorder = Recorder(SESSION.session_id, writer, None, EnergyConfig())
+    writer.take_from(recorder)
+    return recorder
 
 
 def plain_cell(n: int) -> ClosedCell:
@@ -282,18 +304,44 @@ def test_a_long_provrun_keeps_its_own_open_line(tmp_path: Path) -> None:
     line, so recovery after a kill finalises it as the run it was."""
     store = Store(tmp_path / "store")
     writer = StoreWriter(store, SESSION, Notices(), period_s=0.2)
+    recorder = _recorder_for(writer)
     writer.start()
     try:
-        window = OpenWindow("s1-00001", "%%provrun\nwork()", "ab" * 32, "c1", time.time(), 0, 0)
-        writer.opened(window, "cell")
+        recorder.begin(_Info("%%provrun\nwork()"))
+        window = recorder.current  # what %%provrun runs in: the cell's own window
+        assert window is not None
         writer.opened(window, "provrun", {"name": "long", "params": []})
         assert writer.flush()  # the run's open line, written before the cell is "long"
         while time.time() - window.started_unix_s < 2 * writer.period_s:
             time.sleep(0.05)  # the cell is now older than the writer's period
         assert writer.flush()
         state = read_journal(store.journal_path(SESSION.session_id), with_progress=True)
-        assert state.open["s1-00001"]["kind"] == "provrun"
-        assert state.open["s1-00001"]["name"] == "long"
+        assert state.open[window.run_id]["kind"] == "provrun"
+        assert state.open[window.run_id]["name"] == "long"
+    finally:
+        writer.close()
+
+
+def test_a_long_plain_cell_is_journaled_open_once(tmp_path: Path) -> None:
+    """A plain cell that runs past the writer's period gets an open line (so a kill leaves
+    it recovered as killed), once; when it ends, its close line follows."""
+    store = Store(tmp_path / "store")
+    writer = StoreWriter(store, SESSION, Notices(), period_s=0.05)
+    recorder = _recorder_for(writer)
+    writer.start()
+    try:
+        recorder.begin(_Info("long_work()"))
+        started = recorder.running
+        assert started is not None
+        run_id = recorder.window_of(started).run_id
+        while run_id not in read_journal(store.journal_path(SESSION.session_id)).open:
+            time.sleep(0.01)
+        recorder.end(_Result())
+        assert writer.flush()
+        lines = store.journal_path(SESSION.session_id).read_text().splitlines()
+        assert sum("long_work()" in line for line in lines) == 2  # one open, one close line
+        state = read_journal(store.journal_path(SESSION.session_id))
+        assert run_id in state.closed and run_id not in state.open
     finally:
         writer.close()
 
@@ -330,10 +378,6 @@ def test_cells_queued_while_the_writer_drains_are_all_written(tmp_path: Path) ->
     assert len(state.closed) == count
 
 
-def _window(n: int) -> OpenWindow:
-    return OpenWindow(f"s1-{n:05d}", f"x = {n}", "0" * 64, None, time.time(), 0, 0)
-
-
 def test_periodic_drain_waits_for_a_quiet_moment_within_its_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -342,17 +386,17 @@ def test_periodic_drain_waits_for_a_quiet_moment_within_its_bound(
     from jupyter_prov4ml.store import writer as writer_module
 
     writer = StoreWriter(Store(tmp_path / "store"), SESSION, Notices(), period_s=3600)
+    recorder = _recorder_for(writer)
     assert writer._await_quiet()  # no cell has run
-    running = _window(1)
-    writer.opened(running, "cell")
+    recorder.begin(_Info("x = 1"))
     monkeypatch.setattr(writer_module, "QUIET_WAIT_S", 0.0)
     assert not writer._await_quiet()  # a cell runs: gives up at its bound
-    running.closed, running.ended_perf_ns = True, time.perf_counter_ns()
+    recorder.end(_Result())
     monkeypatch.setattr(writer_module, "REPLY_GRACE_NS", 10**12)
     assert not writer._await_quiet()  # it has just ended: its reply is on its way
     monkeypatch.setattr(writer_module, "REPLY_GRACE_NS", 0)
     assert writer._await_quiet()
-    writer.opened(_window(2), "cell")
+    recorder.begin(_Info("x = 2"))
     monkeypatch.setattr(writer_module, "QUIET_WAIT_S", 3600.0)
     writer._wake.set()
     assert not writer._await_quiet()  # urgent work came: no waiting for the cell to end
@@ -369,7 +413,7 @@ def test_patient_drain_writes_everything_while_a_cell_runs(
     monkeypatch.setattr(writer_module, "QUIET_WAIT_S", 0.0)
     store = Store(tmp_path / "store")
     writer = StoreWriter(store, SESSION, Notices(), period_s=3600)
-    writer.opened(_window(999), "cell")
+    _recorder_for(writer).begin(_Info("long_work()"))
     for n in range(200):  # more than one patient batch
         writer.closed_cell(plain_cell(n))
     writer._drain(patient=True)
