@@ -1,11 +1,15 @@
 """Per-cell cost through a real ipykernel, bare vs `%load_ext jupyter_prov4ml`, same run.
 
-Two kernels are started with jupyter_client as a front end would (history on, each with its own
-IPython profile and store folder); one loads the extension in its first cell. Trivial cells
-(`x = N`, every source distinct, as in a notebook) are sent one at a time, waiting for `idle`
-as nbclient does, in rounds that alternate bare/loaded (A B, B A, ...). A cell's cost is the
-kernel-side span from its `execute_input` header date to its `execute_reply` header date, both
-stamped by the kernel, so the front end's own time is left out.
+Pairs of kernels are started with jupyter_client as a front end would (history on, each with
+its own IPython profile and store folder); in each pair one loads the extension in its first
+cell. Trivial cells (`x = N`, every source distinct, as in a notebook) are sent one at a time,
+waiting for `idle` as nbclient does, in rounds that alternate bare/loaded (A B, B A, ...),
+the pairs taking turns of 10 rounds. A cell's cost is the kernel-side span from its
+`execute_input` header date to its `execute_reply` header date, both stamped by the kernel,
+so the front end's own time is left out. Several pairs, because two identical bare kernels
+are not equally fast: on the 2-vCPU VM one ran a median 23 µs (SE 10) slower than the other
+over 1,500 interleaved cells, a bias of the process (its memory layout, where it is
+scheduled) that one pair would add to the figure whole.
 
 Proves: (1) the extension adds <= 60 µs to that span, both for
 a typical cell (the median of the paired differences of adjacent rounds' medians, IQR and range
@@ -53,6 +57,11 @@ WRITER_TARGET_US = 20.0
 BYTES_TARGET = 600.0
 WARMUP_CELLS = 50
 ROUNDS = 100  # alternating bare/loaded rounds of paced cells; short, so pairs are close in time
+PAIRS = 3  # kernel pairs taking turns
+# Rounds a pair runs before the next pair's turn (even: each pair's rounds still alternate A B,
+# B A). A turn keeps cells as dense as one pair's were: spread one round per turn, a kernel
+# idled twice as long between its rounds, and its writer met fewer cells per pass.
+ROUNDS_PER_TURN = 10
 CELLS_PER_ROUND = 30
 BURST_ROUNDS = 3
 BURST_CELLS = 300  # a "Run All": every request sent before the first reply is read
@@ -243,13 +252,16 @@ def _span(execute_input: dict, reply: dict) -> float:
 
 
 @contextmanager
-def _kernels() -> Iterator[tuple[_Kernel, _Kernel]]:
+def _kernels(pairs: int) -> Iterator[list[dict[str, _Kernel]]]:
     with tempfile.TemporaryDirectory(prefix="prov4ml-bench-kernel-") as tmp, ExitStack() as stack:
-        bare = _Kernel("bare", Path(tmp) / "bare")
-        stack.callback(bare.shutdown)
-        loaded = _Kernel("loaded", Path(tmp) / "loaded")
-        stack.callback(loaded.shutdown)
-        yield bare, loaded
+        kernels = []
+        for index in range(pairs):
+            pair = {}
+            for name in ("bare", "loaded"):
+                pair[name] = _Kernel(name, Path(tmp) / f"{name}{index}")
+                stack.callback(pair[name].shutdown)
+            kernels.append(pair)
+        yield kernels
 
 
 def _store_bytes(store: Path) -> dict[str, int]:
@@ -298,7 +310,18 @@ def _arms_in_turn(index: int) -> tuple[str, str]:
     return ("bare", "loaded") if index % 2 == 0 else ("loaded", "bare")
 
 
-def _paced(arms: dict[str, _Kernel]) -> list[Result]:
+def _cpu(pairs: list[dict[str, _Kernel]], name: str) -> tuple[float, dict[str, float]]:
+    """One arm's CPU over its kernels: the processes', and by thread name."""
+    process, threads = 0.0, {}
+    for pair in pairs:
+        total, by_thread = pair[name].cpu()
+        process += total
+        for thread, seconds in by_thread.items():
+            threads[thread] = threads.get(thread, 0.0) + seconds
+    return process, threads
+
+
+def _paced(pairs: list[dict[str, _Kernel]]) -> list[Result]:
     """Alternating rounds of paced cells: spans, round trips, CPU by thread, writer CPU."""
     span: dict[str, list[float]] = {"bare": [], "loaded": []}  # per round: median span,
     span_mean: dict[str, list[float]] = {"bare": [], "loaded": []}  # mean span,
@@ -306,10 +329,11 @@ def _paced(arms: dict[str, _Kernel]) -> list[Result]:
     main_cpu: dict[str, list[float]] = {"bare": [], "loaded": []}  # main thread's CPU/cell
     every: dict[str, list[float]] = {"bare": [], "loaded": []}  # every cell's span
     # CPU by thread over the whole phase: the writer's batches fall when they fall.
-    start_cpu = {name: kernel.cpu() for name, kernel in arms.items()}
+    arms = ("bare", "loaded")
+    start_cpu = {name: _cpu(pairs, name) for name in arms}
     for index in range(ROUNDS):
         for name in _arms_in_turn(index):
-            kernel = arms[name]
+            kernel = pairs[index // ROUNDS_PER_TURN % len(pairs)][name]
             _, threads_before = kernel.cpu()
             spans, trips = kernel.cells_paced(CELLS_PER_ROUND)
             _, threads_after = kernel.cpu()
@@ -319,8 +343,9 @@ def _paced(arms: dict[str, _Kernel]) -> list[Result]:
             main = threads_after[MAIN_THREAD] - threads_before[MAIN_THREAD]
             main_cpu[name].append(main / CELLS_PER_ROUND)
             every[name] += spans
-    arms["loaded"].drain()  # what the writer still holds of these cells is their cost too
-    end_cpu = {name: kernel.cpu() for name, kernel in arms.items()}
+    for pair in pairs:
+        pair["loaded"].drain()  # what the writer still holds of these cells is their cost too
+    end_cpu = {name: _cpu(pairs, name) for name in arms}
     cells = ROUNDS * CELLS_PER_ROUND
     process_cpu = {name: (end_cpu[name][0] - start_cpu[name][0]) / cells for name in arms}
     thread_cpu = {
@@ -341,7 +366,7 @@ def _paced(arms: dict[str, _Kernel]) -> list[Result]:
             None,
             note=(
                 f"median of {ROUNDS} alternating rounds' medians, "
-                f"{CELLS_PER_ROUND} paced cells each"
+                f"{CELLS_PER_ROUND} paced cells each, {len(pairs)} kernel pairs in turn"
             ),
         ),
         checked(
@@ -481,15 +506,20 @@ def _document(arms: dict[str, _Kernel]) -> tuple[list[Result], str]:
 
 
 def main() -> list[Result]:
-    with _kernels() as (bare, loaded):
-        package = loaded.load_extension()
-        arms = {"bare": bare, "loaded": loaded}
-        for kernel in arms.values():
-            kernel.cells_paced(WARMUP_CELLS)
-        loaded.drain()
+    with _kernels(PAIRS) as pairs:
+        package = ", ".join(sorted({pair["loaded"].load_extension() for pair in pairs}))
+        for pair in pairs:
+            for kernel in pair.values():
+                kernel.cells_paced(WARMUP_CELLS)
+            pair["loaded"].drain()
+        # The first pair also runs the phases after the paced rounds; the writer's CPU and the
+        # store's bytes are its loaded kernel's, over all the cells it recorded.
+        arms = pairs[0]
+        loaded = arms["loaded"]
         writer_start = loaded.writer_cpu()  # the load, its recovery scan and the warm-up
-        results = _paced(arms)
-        writer_paced = (loaded.writer_cpu() - writer_start) / (ROUNDS * CELLS_PER_ROUND)
+        cells_start = loaded.cells
+        results = _paced(pairs)
+        writer_paced = (loaded.writer_cpu() - writer_start) / (loaded.cells - cells_start)
         results += _run_all(arms)
         document, document_note = _document(arms)
         results += document

@@ -33,6 +33,8 @@ from jupyter_prov4ml.settings import EnergyConfig
 class RecordSink(Protocol):
     def closed_cell(self, cell: ClosedCell) -> None: ...
 
+    def closed_cells(self, cells: list[ClosedCell]) -> None: ...
+
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[Any]: ...
 
 
@@ -505,12 +507,14 @@ class Recorder:
         return self._lineage
 
     def _settle_locked(self) -> None:
-        unsettled, record, sink = self._unsettled, self._lineage.record, self._sink
-        while unsettled:
-            started, wall_ns, cpu_ns, status, error_type, count, reads, deletes, bound = (
-                unsettled.popleft()
-            )
-            run_id = self._run_id(started.sequence)
+        unsettled, record = self._unsettled, self._lineage.record
+        prefix = f"{self.session_id}-"
+        cells: list[ClosedCell] = []
+        # Taken off once handed over: an interrupt before that leaves them for the next call.
+        for started, wall_ns, cpu_ns, status, error_type, count, reads, deletes, bound in list(
+            unsettled
+        ):
+            run_id = f"{prefix}{started.sequence:05d}"  # as `_run_id` makes it
             links: tuple[Any, ...] = _NO_LINKS
             if bound is not None:
                 try:
@@ -526,7 +530,7 @@ class Recorder:
                     )
                 except Exception as error:  # noqa: BLE001 - as in `_ended_plain`
                     self._lineage_failed(error)
-            sink.closed_cell(
+            cells.append(
                 tuple.__new__(
                     ClosedCell,
                     (
@@ -544,6 +548,9 @@ class Recorder:
                     ),
                 )
             )
+        self._sink.closed_cells(cells)
+        for _ in cells:
+            unsettled.popleft()
 
     def link(
         self, window: OpenWindow, execution_count: int | None, succeeded: bool

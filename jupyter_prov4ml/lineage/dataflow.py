@@ -333,12 +333,12 @@ def _straight_line_flow(body: list[ast.stmt]) -> CellDataflow | None:
             for target in targets:
                 if type(target) is not _Name:
                     return None
-            if not _straight_loads(statement.value, bound, free):  # type: ignore[attr-defined]
+            if not _straight_value(statement.value, bound, free):  # type: ignore[attr-defined]
                 return None
             for target in targets:
                 bound.add(target.id)
         elif kind is _Expr:
-            if not _straight_loads(statement.value, bound, free):  # type: ignore[attr-defined]
+            if not _straight_value(statement.value, bound, free):  # type: ignore[attr-defined]
                 return None
         elif kind is _AugAssign:
             target = statement.target  # type: ignore[attr-defined]
@@ -346,7 +346,7 @@ def _straight_line_flow(body: list[ast.stmt]) -> CellDataflow | None:
                 return None
             if target.id not in bound:
                 free.add(target.id)
-            if not _straight_loads(statement.value, bound, free):  # type: ignore[attr-defined]
+            if not _straight_value(statement.value, bound, free):  # type: ignore[attr-defined]
                 return None
             bound.add(target.id)
         else:
@@ -356,6 +356,18 @@ def _straight_line_flow(body: list[ast.stmt]) -> CellDataflow | None:
         CellDataflow,
         (frozenset(free) if free else _EMPTY, frozenset(bound) if bound else _EMPTY, _EMPTY, False),
     )
+
+
+def _straight_value(node: ast.expr, bound: set[str], free: set[str]) -> bool:
+    """`_straight_loads`, a constant or a name (`x = 1`, `y = x`, `df`) without its set-up."""
+    kind = type(node)
+    if kind is _Constant:
+        return True
+    if kind is _Name:
+        if node.id not in bound:  # type: ignore[attr-defined]
+            free.add(node.id)  # type: ignore[attr-defined]
+        return True
+    return _straight_loads(node, bound, free)
 
 
 def _straight_loads(node: ast.expr, bound: set[str], free: set[str]) -> bool:

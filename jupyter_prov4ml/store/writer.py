@@ -220,6 +220,13 @@ class StoreWriter:
         plain cells of the last period, as the README says)."""
         self._enqueue(cell)  # a cell wakes nobody
 
+    def closed_cells(self, cells: list[ClosedCell]) -> None:
+        """Plain cells that ended, in order (the recorder settles them in batches)."""
+        with self._queue_lock:
+            self._pending.extend(cells)
+            for _ in range(len(self._pending) - self.max_pending):
+                self._drop_oldest()
+
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[ProvDocument]:
         """Queue a run: its record is journaled at once (without data files), then its data
         files and document, and its record again with them. The future gives the document."""
