@@ -117,8 +117,8 @@ SETTLE_BATCH = 32
 
 
 class ClosedCell(NamedTuple):
-    """A plain cell that ended: the raw facts, turned into a record by the store writer so
-    the cell hook does no more than read two clocks and append this tuple.
+    """A plain cell that ended, with its lineage: the raw facts, turned into a record by the
+    store writer (which hashes and redacts the source, off the cell's path).
 
     Only strings, numbers and plain tuples of them: it waits in the writer's queue for up to
     a writer period, and objects that wait there survive the kernel's young garbage
@@ -273,7 +273,8 @@ def result_error(result: Any) -> BaseException | None:
 
 
 class Recorder:
-    """Opens a window at `pre_run_cell` and closes it into a CellRun at `post_run_cell`.
+    """Notes a cell's start at `pre_run_cell` and its end at `post_run_cell`: a plain cell's
+    record is made in a batch (`settle`), a cell that used the API is saved as a run.
 
     Nested events (a cell that runs code with `shell.run_cell`, as `%%provrun` does) are
     ignored by depth, so one executed cell gives one record.
@@ -508,13 +509,12 @@ class Recorder:
 
     def _settle_locked(self) -> None:
         unsettled, record = self._unsettled, self._lineage.record
-        prefix = f"{self.session_id}-"
         cells: list[ClosedCell] = []
         # Taken off once handed over: an interrupt before that leaves them for the next call.
         for started, wall_ns, cpu_ns, status, error_type, count, reads, deletes, bound in list(
             unsettled
         ):
-            run_id = f"{prefix}{started.sequence:05d}"  # as `_run_id` makes it
+            run_id = self._run_id(started.sequence)
             links: tuple[Any, ...] = _NO_LINKS
             if bound is not None:
                 try:
@@ -557,10 +557,10 @@ class Recorder:
     ) -> Links | None:
         """Lineage of an execution that just ended: what it read from whom, what it bound
         (after the cells that ended before it)."""
-        if self.namespace is None:
-            return None
         with self._settling:
             self._settle_locked()
+            if self.namespace is None:
+                return None
             try:
                 source = window.source
                 flow = self.dataflow.of_cell(source, self.trees.take()) or NO_DATAFLOW

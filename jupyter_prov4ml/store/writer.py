@@ -123,7 +123,6 @@ class CellSource(Protocol):
 
     def window_of(self, started: StartedCell) -> OpenWindow:
         """A window for a running cell (for its open line)."""
-        ...
 
 
 class StoreWriter:
