@@ -45,7 +45,8 @@ NO_LIVE = f"%%provrun --no-graph --no-live --name quiet\n{TRAINING}"
 def main() -> list[Result]:
     spans: dict[str, list[float]] = {"live": [], "no-live": []}
     cpus: dict[str, list[float]] = {"live": [], "no-live": []}
-    with _kernels() as (_, kernel):
+    with _kernels(1) as pairs:
+        kernel = pairs[0]["loaded"]
         kernel.load_extension()
         for source in (LIVE, NO_LIVE):  # warm-up: imports, first widgets
             kernel.cell(source)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,18 @@ def _recorder_for(writer: StoreWriter) -> Recorder:
     recorder = Recorder(SESSION.session_id, writer, None, EnergyConfig())
     writer.take_from(recorder)
     return recorder
+
+
+@contextmanager
+def _running_writer(store: Store, period_s: float) -> Iterator[tuple[StoreWriter, Recorder]]:
+    """A started writer with its recorder, closed afterwards."""
+    writer = StoreWriter(store, SESSION, Notices(), period_s=period_s)
+    recorder = _recorder_for(writer)
+    writer.start()
+    try:
+        yield writer, recorder
+    finally:
+        writer.close()
 
 
 def plain_cell(n: int) -> ClosedCell:
@@ -303,10 +317,7 @@ def test_a_long_provrun_keeps_its_own_open_line(tmp_path: Path) -> None:
     stays the %%provrun's (kind, name, parameters), never replaced by a plain cell's open
     line, so recovery after a kill finalises it as the run it was."""
     store = Store(tmp_path / "store")
-    writer = StoreWriter(store, SESSION, Notices(), period_s=0.2)
-    recorder = _recorder_for(writer)
-    writer.start()
-    try:
+    with _running_writer(store, period_s=0.2) as (writer, recorder):
         recorder.begin(_Info("%%provrun\nwork()"))
         window = recorder.current  # what %%provrun runs in: the cell's own window
         assert window is not None
@@ -318,32 +329,28 @@ def test_a_long_provrun_keeps_its_own_open_line(tmp_path: Path) -> None:
         state = read_journal(store.journal_path(SESSION.session_id), with_progress=True)
         assert state.open[window.run_id]["kind"] == "provrun"
         assert state.open[window.run_id]["name"] == "long"
-    finally:
-        writer.close()
 
 
 def test_a_long_plain_cell_is_journaled_open_once(tmp_path: Path) -> None:
     """A plain cell that runs past the writer's period gets an open line (so a kill leaves
     it recovered as killed), once; when it ends, its close line follows."""
     store = Store(tmp_path / "store")
-    writer = StoreWriter(store, SESSION, Notices(), period_s=0.05)
-    recorder = _recorder_for(writer)
-    writer.start()
-    try:
+    journal = store.journal_path(SESSION.session_id)
+    with _running_writer(store, period_s=0.05) as (writer, recorder):
         recorder.begin(_Info("long_work()"))
         started = recorder.running
         assert started is not None
         run_id = recorder.window_of(started).run_id
-        while run_id not in read_journal(store.journal_path(SESSION.session_id)).open:
+        deadline = time.monotonic() + 60  # a bound on a condition, not a duration relied on
+        while not (journal.exists() and run_id in read_journal(journal).open):
+            assert time.monotonic() < deadline, "never journaled as open"
             time.sleep(0.01)
         recorder.end(_Result())
         assert writer.flush()
-        lines = store.journal_path(SESSION.session_id).read_text().splitlines()
+        lines = journal.read_text().splitlines()
         assert sum("long_work()" in line for line in lines) == 2  # one open, one close line
-        state = read_journal(store.journal_path(SESSION.session_id))
+        state = read_journal(journal)
         assert run_id in state.closed and run_id not in state.open
-    finally:
-        writer.close()
 
 
 def test_cells_queued_while_the_writer_drains_are_all_written(tmp_path: Path) -> None:
