@@ -118,6 +118,10 @@ class CellSource(Protocol):
     running: StartedCell | None
     ended_perf_ns: int
 
+    @property
+    def unsettled(self) -> int:
+        """How many ended cells it holds back."""
+
     def settle(self) -> None:
         """Hand over the cells held back (their records are made in a batch)."""
 
@@ -363,10 +367,10 @@ class StoreWriter:
             # Woken by the period, not by a run or a flush: plain cells, written patiently.
             patient = not self._wake.wait(self.period_s)
             self._wake.clear()
-            if self._cells is not None:
-                if patient:
-                    self._await_quiet()  # the batch's lineage takes the GIL too
-                self._feed()
+            if patient and (self._pending or (self._cells is not None and self._cells.unsettled)):
+                # Settling and writing take the GIL: in a moment when no cell runs.
+                self._await_quiet()
+            self._feed()
             self._drain_guarded(patient)
         self._drain_guarded()
 
@@ -451,9 +455,11 @@ class StoreWriter:
         if self._pending and self._journal is not None and self._journal.removed:
             self._journal_removed()
         batch_items = _PATIENT_BATCH_ITEMS if patient else _BATCH_ITEMS
+        first = True  # the writer's pass looked for a quiet moment before the first batch
         while self._pending:
-            if patient:
+            if patient and not first:
                 self._await_quiet()
+            first = False
             taken: list[_Item] = []
             lines: list[str] = []
             # What each item does once written (a plain cell: its index row), with the bytes
