@@ -156,7 +156,9 @@ class StoreWriter:
         # thread of its own, so a cell's close never waits behind a large run's files.
         self._files = RunFiles(store, session, notices, self._append, period_s)
         # Where plain cells come from (see `take_from`); the running one is journaled as
-        # open once it runs long, unless a run's own open line was journaled for it.
+        # open once it runs long, unless a run's own open line was journaled for it (kept
+        # after the run closes: its cell may run on, showing the run, and a cell's open line
+        # after the run's close would reopen it for recovery; one id per run).
         self._cells: CellSource | None = None
         self._journaled_sequence = 0
         self._opened_runs: set[str] = set()
@@ -234,7 +236,6 @@ class StoreWriter:
         """Queue a run: its record is journaled at once (without data files), then its data
         files and document, and its record again with them. The future gives the document."""
         job = RunJob(run, series, Future())
-        self._opened_runs.discard(run.run_id)
         self._closes_queued += 1
         self._append(_Announce(run))
         self._files.submit(job)

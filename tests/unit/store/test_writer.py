@@ -15,6 +15,7 @@ import pytest
 
 from conftest import closed_runs
 from jupyter_prov4ml.capture.recorder import ClosedCell, OpenWindow, Recorder, build_run
+from jupyter_prov4ml.capture.run_capture import RunSeries
 from jupyter_prov4ml.notices import Notices
 from jupyter_prov4ml.records import SessionInfo
 from jupyter_prov4ml.settings import EnergyConfig
@@ -317,6 +318,7 @@ def test_a_long_provrun_keeps_its_own_open_line(tmp_path: Path) -> None:
     stays the %%provrun's (kind, name, parameters), never replaced by a plain cell's open
     line, so recovery after a kill finalises it as the run it was."""
     store = Store(tmp_path / "store")
+    journal = store.journal_path(SESSION.session_id)
     with _running_writer(store, period_s=0.2) as (writer, recorder):
         recorder.begin(_Info("%%provrun\nwork()"))
         window = recorder.current  # what %%provrun runs in: the cell's own window
@@ -326,9 +328,29 @@ def test_a_long_provrun_keeps_its_own_open_line(tmp_path: Path) -> None:
         while time.time() - window.started_unix_s < 2 * writer.period_s:
             time.sleep(0.05)  # the cell is now older than the writer's period
         assert writer.flush()
-        state = read_journal(store.journal_path(SESSION.session_id), with_progress=True)
+        state = read_journal(journal, with_progress=True)
         assert state.open[window.run_id]["kind"] == "provrun"
         assert state.open[window.run_id]["name"] == "long"
+
+
+def test_a_provrun_cell_running_on_after_its_run_does_not_reopen_it(tmp_path: Path) -> None:
+    """A short %%provrun whose cell runs on past the writer's period (showing the run): the
+    cell's open line would come after the run's close and reopen it for recovery; none is
+    written."""
+    store = Store(tmp_path / "store")
+    journal = store.journal_path(SESSION.session_id)
+    with _running_writer(store, period_s=0.2) as (writer, recorder):
+        recorder.begin(_Info("%%provrun\nwork()"))
+        window = recorder.current
+        assert window is not None
+        writer.opened(window, "provrun", {"name": "short", "params": []})
+        run = recorder.close(window, "provrun", "ok", None, 1)
+        writer.submit_run(run, RunSeries()).result(timeout=60)
+        while time.time() - window.started_unix_s < 3 * writer.period_s:
+            time.sleep(0.05)  # the cell runs on, past the writer's period
+        assert writer.flush()
+        state = read_journal(journal, with_progress=True)
+        assert window.run_id in state.closed and window.run_id not in state.open
 
 
 def test_a_long_plain_cell_is_journaled_open_once(tmp_path: Path) -> None:
