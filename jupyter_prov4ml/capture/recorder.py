@@ -5,7 +5,8 @@ call would cost 0.1–1 ms).
 
 A plain cell's lineage is recorded later, in a batch (`Recorder.settle`): code run once per
 cell between the kernel's own work runs cold, at several times the cost of the same code run
-for 32 cells in a row (measured in a kernel: the hooks' CPU per trivial cell halved). What
+for 32 cells in a row (measured in a kernel: the hooks' CPU per trivial cell fell by a quarter
+to a third). What
 must be read as the cell ended is read in its hook (`bound_values`); the batch is settled
 every `SETTLE_BATCH` cells, before anything reads the lineage or records a run, and by the
 store writer before it writes (so a paused notebook's last cells are written within its
@@ -19,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from jupyter_prov4ml.capture.run_capture import RunCapture, RunSeries, StepContext, finish_steps
@@ -38,46 +40,24 @@ class RecordSink(Protocol):
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[Any]: ...
 
 
+@dataclass(slots=True)
 class OpenWindow:
-    """A cell that has started and not yet ended."""
+    """A cell that has started and not yet ended (made only when something asks for it: the
+    API, %%provrun; see `Recorder.current`)."""
 
-    __slots__ = (
-        "_sha256",
-        "_stored_source",
-        "capture",
-        "cell_id",
-        "closed",
-        "run_id",
-        "source",
-        "started_cpu_ns",
-        "started_perf_ns",
-        "started_unix_s",
-    )
-
-    def __init__(
-        self,
-        run_id: str,
-        source: str,
-        sha256: str | None,
-        cell_id: str | None,
-        started_unix_s: float,
-        started_perf_ns: int,
-        started_cpu_ns: int,
-    ) -> None:
-        """`sha256`: the source's, or None to hash it when first asked (a plain cell's hook
-        never asks: the store writer hashes it, off the cell's path)."""
-        self.run_id = run_id
-        self.source = source
-        self._sha256 = sha256
-        self.cell_id = cell_id
-        self.started_unix_s = started_unix_s
-        self.started_perf_ns = started_perf_ns
-        self.started_cpu_ns = started_cpu_ns
-        self.closed = False
-        # Created on the first API call (log_metric, track, ...) made while this cell runs.
-        self.capture: RunCapture | None = None
-        # The source as stored (credentials redacted): made once, in the writer thread.
-        self._stored_source: str | None = None
+    run_id: str
+    source: str
+    # The source's SHA-256, or None to hash it when first asked (`sha256`).
+    _sha256: str | None
+    cell_id: str | None
+    started_unix_s: float
+    started_perf_ns: int
+    started_cpu_ns: int
+    closed: bool = False
+    # Created on the first API call (log_metric, track, ...) made while this cell runs.
+    capture: RunCapture | None = None
+    # The source as stored (credentials redacted): made once, in the writer thread.
+    _stored_source: str | None = None
 
     @property
     def sha256(self) -> str:

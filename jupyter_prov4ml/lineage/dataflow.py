@@ -127,8 +127,8 @@ class DataflowCache:
             flow = _straight_line_flow(tree.body)
             if flow is not None:
                 return flow
-            return self._cached(cell_version(source), source, tree, _walk_tree)
-        return self._cached(cell_version(source), source, tree, _analyze_tree)
+        # Without a usable tree `_cached` analyses the source (which tries a straight line).
+        return self._cached(cell_version(source), source, tree, _walk_tree)
 
     def _cached(
         self,

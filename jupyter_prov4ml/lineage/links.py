@@ -190,7 +190,8 @@ class StaleCell:
 
 
 class Lineage:
-    """The session's bindings and the last execution of each cell (main thread).
+    """The session's bindings and the last execution of each cell (one thread at a time: the
+    kernel's recorder records in batches under its lock, on the main or the writer thread).
 
     `digest` turns a cell version (what `record` is given) into its SHA-256: the kernel
     passes `identity.cell_version`s and `version_sha256`, so a cell's hook never hashes a

@@ -227,10 +227,7 @@ class StoreWriter:
 
     def closed_cells(self, cells: list[ClosedCell]) -> None:
         """Plain cells that ended, in order (the recorder settles them in batches)."""
-        with self._queue_lock:
-            self._pending.extend(cells)
-            for _ in range(len(self._pending) - self.max_pending):
-                self._drop_oldest()
+        self._enqueue(*cells)
 
     def submit_run(self, run: CellRun, series: RunSeries) -> Future[ProvDocument]:
         """Queue a run: its record is journaled at once (without data files), then its data
@@ -300,12 +297,12 @@ class StoreWriter:
         if isinstance(item, _FlushMarker | RunFilesWritten):
             self._wake.set()
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue(self, *items: _Item) -> None:
         # Under the queue's lock: the writer iterates the queue (a deque iterated while
         # another thread appends raises "deque mutated during iteration").
         with self._queue_lock:
-            self._pending.append(item)
-            if len(self._pending) > self.max_pending:
+            self._pending.extend(items)
+            for _ in range(len(self._pending) - self.max_pending):
                 self._drop_oldest()
 
     def _queued(self, limit: int | None = None) -> list[_Item]:
@@ -431,10 +428,11 @@ class StoreWriter:
     def _journal_long_running_cell(self) -> None:
         """The open line of the plain cell running now, once it has run a writer period."""
         cells = self._cells
-        started = cells.running if cells is not None else None
+        if cells is None:
+            return
+        started = cells.running
         if (
-            cells is None
-            or started is None
+            started is None
             or started.sequence == self._journaled_sequence
             or time.time() - started.started_unix_s < self.period_s
         ):

@@ -59,6 +59,16 @@ def _running_writer(store: Store, period_s: float) -> Iterator[tuple[StoreWriter
         writer.close()
 
 
+def _provrun_started(writer: StoreWriter, recorder: Recorder, name: str) -> OpenWindow:
+    """A %%provrun cell started as the magic starts one: in the cell's own window, its open
+    line journaled."""
+    recorder.begin(_Info("%%provrun\nwork()"))
+    window = recorder.current
+    assert window is not None
+    writer.opened(window, "provrun", {"name": name, "params": []})
+    return window
+
+
 def plain_cell(n: int) -> ClosedCell:
     window = OpenWindow(f"s1-{n:05d}", f"x = {n}", "0" * 64, f"id{n}", 100.0 + n, 10**9, 10**8)
     return ClosedCell.of(window, 2 * 10**9, 3 * 10**8, "ok", None, n)
@@ -320,10 +330,7 @@ def test_a_long_provrun_keeps_its_own_open_line(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     journal = store.journal_path(SESSION.session_id)
     with _running_writer(store, period_s=0.2) as (writer, recorder):
-        recorder.begin(_Info("%%provrun\nwork()"))
-        window = recorder.current  # what %%provrun runs in: the cell's own window
-        assert window is not None
-        writer.opened(window, "provrun", {"name": "long", "params": []})
+        window = _provrun_started(writer, recorder, "long")
         assert writer.flush()  # the run's open line, written before the cell is "long"
         while time.time() - window.started_unix_s < 2 * writer.period_s:
             time.sleep(0.05)  # the cell is now older than the writer's period
@@ -340,10 +347,7 @@ def test_a_provrun_cell_running_on_after_its_run_does_not_reopen_it(tmp_path: Pa
     store = Store(tmp_path / "store")
     journal = store.journal_path(SESSION.session_id)
     with _running_writer(store, period_s=0.2) as (writer, recorder):
-        recorder.begin(_Info("%%provrun\nwork()"))
-        window = recorder.current
-        assert window is not None
-        writer.opened(window, "provrun", {"name": "short", "params": []})
+        window = _provrun_started(writer, recorder, "short")
         run = recorder.close(window, "provrun", "ok", None, 1)
         writer.submit_run(run, RunSeries()).result(timeout=60)
         while time.time() - window.started_unix_s < 3 * writer.period_s:
